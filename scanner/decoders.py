@@ -1,0 +1,129 @@
+"""Decode a bounded window around a hit.
+
+Every function takes the buffer, the hit's span and a window radius, and returns
+(window_start, window_end, decoded bytes) or None. Work is bounded by the radius,
+never by the size of the surrounding data (a hit inside a 10 MB base64 image
+decodes a few KB around it). Nothing here uses a backtracking regex.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote_to_bytes
+
+_B64_ALPHA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+_B32_ALPHA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abcdefghijklmnopqrstuvwxyz"
+_HEX_ALPHA = b"0123456789abcdefABCDEF"
+_WRAP = b"\r\n"  # MIME/PEM line breaks inside a base64 run
+
+
+def _membership(alphabet: bytes) -> bytes:
+    """translate() table: alphabet bytes -> 1, everything else -> 0."""
+    table = bytearray(256)
+    for b in alphabet:
+        table[b] = 1
+    return bytes(table)
+
+
+_IN_B64 = _membership(_B64_ALPHA + _WRAP)
+_IN_B32 = _membership(_B32_ALPHA + _WRAP)
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
+def _run(buf: bytes, start: int, end: int, radius: int, table: bytes) -> tuple[int, int]:
+    """Bounds of the run of alphabet bytes around [start, end), at most `radius` each way."""
+    lo = max(0, start - radius)
+    hi = min(len(buf), end + radius)
+    marks = buf[lo:hi].translate(table)
+    left = marks.rfind(b"\x00", 0, start - lo) + 1
+    right = marks.find(b"\x00", end - lo)
+    return lo + left, hi if right < 0 else lo + right
+
+
+def _strip(data: bytes, chars: bytes) -> bytes:
+    return data.translate(None, chars)
+
+
+def group_decode(buf: bytes, start: int, end: int, phase: int, radius: int, family: str) -> tuple[int, int, bytes] | None:
+    """base64 / base64url / base32: align to the group boundary the hit implies, then decode."""
+    is32 = family == "base32"
+    group = 8 if is32 else 4
+    lo, hi = _run(buf, start, end, radius, _IN_B32 if is32 else _IN_B64)
+    left = _strip(buf[lo:start], _WRAP)
+    drop = (len(left) - phase) % group
+    body = _pad(left[drop:] + _strip(buf[start:hi], _WRAP + b"="), group)
+    try:
+        if is32:
+            return lo, hi, base64.b32decode(body.upper())
+        return lo, hi, binascii.a2b_base64(body.translate(_URL_TO_STD))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _pad(body: bytes, group: int) -> bytes:
+    """Drop inner padding, then re-pad the tail (a partial last group still decodes)."""
+    body = body.replace(b"=", b"")
+    full = len(body) // group * group
+    rest = len(body) - full
+    valid_tail = {4: (2, 3), 8: (2, 4, 5, 7)}[group]
+    if rest and rest in valid_tail:
+        return body + b"=" * (group - rest)
+    return body[:full]
+
+
+def hex_decode(buf: bytes, start: int, end: int, separator: str, radius: int) -> tuple[int, int, bytes] | None:
+    sep = separator.encode()
+    lo, hi = _run(buf, start, end, radius, _membership(_HEX_ALPHA + sep))
+    if sep == b"\\x":
+        # the run for `\x67\x68` is built from `\`, `x` and hex digits; the hit starts at a `\`
+        left, right = buf[lo:start], buf[start:hi]
+        left = left[left.find(b"\\") :] if b"\\" in left else b""
+        digits = (left + right).replace(b"\\x", b"")
+    else:
+        left = _strip(buf[lo:start], sep)
+        left = left[len(left) % 2 :]
+        digits = left + _strip(buf[start:hi], sep)
+    digits = digits.translate(None, bytes(c for c in range(256) if c not in _HEX_ALPHA))
+    digits = digits[: len(digits) // 2 * 2]
+    try:
+        return lo, hi, bytes.fromhex(digits.decode("ascii"))
+    except ValueError:
+        return None
+
+
+def percent_decode(buf: bytes, start: int, end: int, radius: int) -> tuple[int, int, bytes]:
+    lo, hi = max(0, start - radius), min(len(buf), end + radius)
+    return lo, hi, unquote_to_bytes(buf[lo:hi])
+
+
+def escape_decode(buf: bytes, start: int, end: int, radius: int) -> tuple[int, int, bytes]:
+    """`\\uXXXX` and `\\xXX` escapes (JSON, JS, Python source) -> the characters."""
+    lo, hi = max(0, start - radius), min(len(buf), end + radius)
+    return lo, hi, unescape(buf[lo:hi])
+
+
+def unescape(data: bytes) -> bytes:
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        j = data.find(b"\\", i)
+        if j < 0 or j + 1 >= n:
+            out += data[i:]
+            break
+        out += data[i:j]
+        kind = data[j + 1]
+        width = 4 if kind == 0x75 else 2 if kind == 0x78 else 0  # \u, \x
+        code = data[j + 2 : j + 2 + width]
+        if width and len(code) == width and all(c in _HEX_ALPHA for c in code):
+            out += chr(int(code, 16)).encode("utf-8", "surrogatepass")
+            i = j + 2 + width
+        else:
+            out += data[j : j + 1]
+            i = j + 1
+    return bytes(out)
+
+
+def reverse_window(buf: bytes, start: int, end: int, radius: int) -> tuple[int, int, bytes]:
+    lo, hi = max(0, start - radius), min(len(buf), end + radius)
+    return lo, hi, buf[lo:hi][::-1]

@@ -1,0 +1,140 @@
+"""llm-guard's and detect-secrets' provider regexes, compiled into the linear-time engine.
+
+llm-guard ships its secret detectors as plain detect-secrets plugin files
+(`llm_guard/input_scanners/secrets_plugins/*.py`). Importing the `llm_guard`
+package runs its init, which imports every scanner (torch, transformers,
+presidio), so the files are loaded by path, as detect-secrets itself loads
+custom plugins: each module only imports `detect_secrets.plugins.base`.
+detect-secrets' own regex plugins are read from the installed package.
+
+Each plugin's `denylist` regexes are translated (Python flags -> inline flags)
+and kept only if both hyperscan and RE2 accept them; the rest are listed in
+`PluginRules.skipped` with the reason (tests/unit/scanner/test_plugins.py shows
+the list). Detection then runs in our engine: one hyperscan pass, RE2 extraction.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+import hyperscan
+import re2
+from detect_secrets.plugins.base import RegexBasedDetector
+
+from scanner.rules import Rule
+
+# Detectors whose patterns flag ordinary developer traffic in our benign corpus
+# (tests/data): keyword-only patterns with no token structure.
+NOISY = {
+    "detect-secrets:IbmCloudIamDetector": "matches `api_key = <any 44 chars>` in ordinary source code",
+    "detect-secrets:SoftlayerDetector": "keyword + 64 hex: flags sha256 digests next to the word `softlayer`/`sl`",
+    "detect-secrets:CloudantDetector": "keyword + hex: flags digests in code",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PluginRules:
+    rules: tuple[Rule, ...]
+    skipped: tuple[tuple[str, str], ...]  # (rule id, reason)
+    loaded_files: tuple[str, ...]
+
+
+def llm_guard_plugin_dir() -> Path | None:
+    spec = importlib.util.find_spec("llm_guard")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "input_scanners" / "secrets_plugins"
+    return path if path.is_dir() else None
+
+
+def _load_file(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"yolo_cage_llmguard_plugin_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _detectors(module: ModuleType) -> list[type[RegexBasedDetector]]:
+    return [c for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, RegexBasedDetector) and c is not RegexBasedDetector and c.__module__ == module.__name__]
+
+
+def translate(pattern: re.Pattern[str]) -> str:
+    flags = ""
+    if pattern.flags & re.IGNORECASE:
+        flags += "i"
+    if pattern.flags & re.DOTALL:
+        flags += "s"
+    if pattern.flags & re.MULTILINE:
+        flags += "m"
+    if pattern.flags & re.VERBOSE:
+        flags += "x"
+    return (f"(?{flags})" if flags else "") + pattern.pattern
+
+
+def why_not(expr: str) -> str | None:
+    """None when both linear-time engines take the pattern, else the reason.
+
+    hyperscan is asked first: RE2 logs its refusals to stderr, hyperscan does not."""
+    try:
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        db.compile(expressions=[expr.encode()], ids=[0], elements=1, flags=[0])
+    except hyperscan.error as exc:
+        return f"hyperscan: {exc}"
+    try:
+        re2.compile(expr.encode())
+    except Exception as exc:  # re2 raises its own error type
+        return f"RE2: {exc}"
+    return None
+
+
+def _rules_from(prefix: str, cls: type[RegexBasedDetector], rules: list[Rule], skipped: list[tuple[str, str]]) -> None:
+    base = f"{prefix}:{cls.__name__}"
+    if base in NOISY:
+        skipped.append((base, NOISY[base]))
+        return
+    try:
+        denylist = list(cls().denylist)
+    except Exception as exc:
+        skipped.append((base, f"cannot instantiate: {exc}"))
+        return
+    for i, pattern in enumerate(denylist):
+        rid = f"{base}:{i}"
+        expr = translate(pattern)
+        reason = why_not(expr)
+        if reason:
+            skipped.append((rid, reason))
+        else:
+            rules.append(Rule(rid, expr, prefix=False, max_len=512, min_entropy=3.0, source="pattern",
+                              description=f"{prefix} plugin {cls.__name__}"))
+
+
+@lru_cache(maxsize=1)
+def plugin_rules() -> PluginRules:
+    rules: list[Rule] = []
+    skipped: list[tuple[str, str]] = []
+    files: list[str] = []
+    import detect_secrets.plugins as ds_plugins
+
+    for path in sorted(Path(ds_plugins.__file__).parent.glob("*.py")):
+        if path.stem in ("__init__", "base"):
+            continue
+        module = importlib.import_module(f"detect_secrets.plugins.{path.stem}")
+        for cls in _detectors(module):
+            _rules_from("detect-secrets", cls, rules, skipped)
+    plugin_dir = llm_guard_plugin_dir()
+    if plugin_dir is not None:
+        for path in sorted(plugin_dir.glob("*.py")):
+            if path.stem == "__init__":
+                continue
+            files.append(path.name)
+            for cls in _detectors(_load_file(path)):
+                _rules_from("llm-guard", cls, rules, skipped)
+    return PluginRules(tuple(rules), tuple(skipped), tuple(files))

@@ -1,0 +1,184 @@
+"""A request's parts -> the scanned view (URL, headers, cookies, body by media type)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import orjson
+
+from scanner import bodies
+from scanner.errors import BodyError
+from scanner.findings import ScanIssue
+from scanner.segments import Part, View, json_paths, json_values, safe_name
+from scanner.verify import is_secret_key_name
+
+MAX_MULTIPART_DEPTH = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRequest:
+    url: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    kind: str = "http"  # http | websocket
+    method: str = ""
+    agent: str | None = None
+    destination: str = ""
+    request_id: str = ""
+
+
+@dataclass
+class Built:
+    view: View = field(default_factory=View)
+    keyed: list[tuple[str, str]] = field(default_factory=list)  # (value under a secret-ish key, location or "")
+    issues: list[ScanIssue] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    body_bytes: int = 0
+
+
+_KEY_CACHE: dict[str, bool] = {}
+
+
+def _key_is_secret(key: str) -> bool:
+    hit = _KEY_CACHE.get(key)
+    if hit is None:
+        hit = is_secret_key_name(key)
+        if len(_KEY_CACHE) < 50_000:
+            _KEY_CACHE[key] = hit
+    return hit
+
+
+def build(req: ScanRequest, limits: bodies.Limits, max_body: int) -> Built:
+    out = Built()
+    _url(out, req.url)
+    _headers(out, req.headers)
+    if req.body:
+        if len(req.body) > max_body:
+            out.issues.append(ScanIssue("body-too-large", f"{len(req.body)} bytes > limit {max_body}"))
+        elif req.kind == "websocket":
+            _content(out, req.body, "", "websocket:message", 0)
+        else:
+            _body(out, req, limits)
+    if out.keys:
+        out.view.add(Part(out.keys, ["keys"] * len(out.keys)))
+    return out
+
+
+def _url(out: Built, url: str) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    values, locs = [], []
+    path = unquote_to_bytes(parts.path)
+    for value, loc in ((path, "url:path"), (unquote_to_bytes(parts.password or ""), "url:userinfo"),
+                       (unquote_to_bytes(parts.username or ""), "url:userinfo"), ((parts.hostname or "").encode(), "url:host")):
+        if value:
+            values.append(value)
+            locs.append(loc)
+    _fields(out, bodies.form_fields(parts.query.encode("utf-8", "surrogatepass")), "url:query", values, locs)
+    if parts.fragment:
+        values.append(unquote_to_bytes(parts.fragment))
+        locs.append("url:fragment")
+    out.view.add(Part(values, locs))
+
+
+def _headers(out: Built, headers: tuple[tuple[str, str], ...]) -> None:
+    values, locs = [], []
+    for name, value in headers:
+        low = name.lower()
+        if low == "cookie":
+            for pair in value.split(";"):
+                cname, _, cvalue = pair.strip().partition("=")
+                if cvalue:
+                    values.append(unquote_to_bytes(cvalue))
+                    locs.append(f"cookie:{safe_name(cname)}")
+                    if _key_is_secret(cname):
+                        out.keyed.append((cvalue, locs[-1]))
+            continue
+        if value:
+            values.append(value.encode("utf-8", "surrogateescape"))
+            locs.append(f"header:{safe_name(low)}")
+            if _key_is_secret(low):
+                out.keyed.append((value, locs[-1]))
+    out.view.add(Part(values, locs))
+
+
+def header(headers: tuple[tuple[str, str], ...], name: str) -> str:
+    return ", ".join(v for k, v in headers if k.lower() == name)
+
+
+def _body(out: Built, req: ScanRequest, limits: bodies.Limits) -> None:
+    body = req.body
+    try:
+        body = bodies.decode_content(body, header(req.headers, "content-encoding"), limits)
+    except BodyError as exc:
+        out.issues.append(ScanIssue(exc.code, exc.detail))
+        out.view.add(Part([body], ["body"]))  # still scan the wire bytes for what is visible
+        return
+    _content(out, body, header(req.headers, "content-type"), "body", 0)
+
+
+def _content(out: Built, body: bytes, content_type: str, location: str, depth: int) -> None:
+    out.body_bytes += len(body)
+    kind, params = bodies.media_type(content_type)
+    if bodies.is_json(kind) or (not kind and bodies.looks_like_json(body)):
+        if _json(out, body, location, declared=bool(kind)):
+            return
+    elif kind == "application/x-www-form-urlencoded":
+        _form(out, body, location)
+        return
+    elif kind.startswith("multipart/"):
+        _multipart(out, body, params.get("boundary", ""), location, depth)
+        return
+    out.view.add(Part([body], [location]))
+
+
+def _json(out: Built, body: bytes, location: str, declared: bool) -> bool:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if declared:
+            out.issues.append(ScanIssue("invalid-json", str(exc).split(":")[0][:120]))
+        return False
+    values, keys, keyed = json_values(doc, _key_is_secret)
+    out.keys.extend(keys)
+    out.keyed.extend((v, "") for v in keyed)
+    prefix = "body:" if location == "body" else location + ":"
+    out.view.add(Part(values, lambda: json_paths(doc, prefix)))
+    return True
+
+
+def _form(out: Built, body: bytes, location: str) -> None:
+    values: list[bytes] = []
+    locs: list[str] = []
+    _fields(out, bodies.form_fields(body), f"{location}:form", values, locs)
+    out.view.add(Part(values, locs))
+
+
+def _fields(out: Built, pairs: list[tuple[bytes, bytes]], where: str, values: list[bytes], locs: list[str]) -> None:
+    """Query or form fields: values to scan, names as keys, secret-ish names checked by value."""
+    for key, value in pairs:
+        name = key.decode("utf-8", "replace")
+        out.keys.append(name)
+        if value:
+            values.append(value)
+            locs.append(f"{where}:{safe_name(name)}")
+            if _key_is_secret(name):
+                out.keyed.append((value.decode("utf-8", "replace"), locs[-1]))
+
+
+def _multipart(out: Built, body: bytes, boundary: str, location: str, depth: int) -> None:
+    try:
+        parts = bodies.multipart_parts(body, boundary)
+    except BodyError as exc:
+        out.issues.append(ScanIssue(exc.code, exc.detail))
+        out.view.add(Part([body], [location]))
+        return
+    for part in parts:
+        loc = f"{location}:multipart:{safe_name(part.name)}"
+        if depth + 1 > MAX_MULTIPART_DEPTH and part.content_type.lower().startswith("multipart/"):
+            out.issues.append(ScanIssue("malformed-multipart", "multipart nested too deep"))
+            out.view.add(Part([part.body], [loc]))
+            continue
+        _content(out, part.body, part.content_type, loc, depth + 1)

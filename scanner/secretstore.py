@@ -1,0 +1,93 @@
+"""The operator's real secret values (`--secrets-dir`): one value per file, file name = name.
+
+Each value becomes literals for the matcher: the value, reversed, base64 / base32 /
+hex forms, and overlapping fragments (so half a secret in one field or request and
+half in another is still recognised). Values stay in this process's memory only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.encodings import Form, all_forms
+from scanner.errors import ConfigError
+from scanner.matcher import FingerprintLiteral
+
+MIN_SECRET = 8  # shorter values would match ordinary text
+FRAGMENT = 12  # a piece of this many bytes is recognised on its own
+MAX_FRAGMENTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    name: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    secrets: tuple[Secret, ...]
+    skipped: tuple[str, ...]  # "name: reason", never the value
+    signature: tuple[tuple[str, int, int], ...]
+
+
+def signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap change detector: names, sizes, mtimes (follows Kubernetes' ..data symlinks)."""
+    out = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        if entry.is_file():
+            out.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def load(directory: Path) -> LoadResult:
+    if not directory.is_dir():
+        raise ConfigError(f"secrets directory {directory} does not exist or is not a directory")
+    sig = signature(directory)
+    secrets, skipped = [], []
+    for name, _, _ in sig:
+        try:
+            value = (directory / name).read_bytes().strip(b"\r\n")
+        except OSError as exc:
+            skipped.append(f"{name}: unreadable ({exc.strerror})")
+            continue
+        if len(value) < MIN_SECRET:
+            skipped.append(f"{name}: shorter than {MIN_SECRET} bytes, would match ordinary text")
+            continue
+        secrets.append(Secret(name, value))
+    return LoadResult(tuple(secrets), tuple(skipped), sig)
+
+
+def fragments(value: bytes) -> list[bytes]:
+    if len(value) < FRAGMENT + 4:
+        return []
+    stride = max(1, (len(value) - FRAGMENT) // MAX_FRAGMENTS + 1)
+    starts = list(range(0, len(value) - FRAGMENT + 1, stride))
+    if starts[-1] != len(value) - FRAGMENT:
+        starts.append(len(value) - FRAGMENT)
+    return [value[i : i + FRAGMENT] for i in starts]
+
+
+def literals(secrets: tuple[Secret, ...]) -> list[FingerprintLiteral]:
+    out: list[FingerprintLiteral] = []
+    for s in secrets:
+        for form in all_forms(s.value, plain=True):
+            out.append(FingerprintLiteral(s.name, form, fragment=False))
+        for frag in fragments(s.value):
+            out.append(FingerprintLiteral(s.name, Form(frag, "plain"), fragment=True))
+            out.append(FingerprintLiteral(s.name, Form(frag[::-1], "reversed"), fragment=True))
+    seen: set[bytes] = set()
+    unique = []
+    for lit in out:
+        if lit.form.text not in seen and len(lit.form.text) >= MIN_SECRET:
+            seen.add(lit.form.text)
+            unique.append(lit)
+    return unique
