@@ -89,3 +89,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def logs(self, target: str, *, follow: bool = False, tail: int = 200) -> None:
         """Print the logs of a role (proxy, scanner) or an agent name."""
+
+    @abc.abstractmethod
+    def read_audit(self, *, tail: int | None = None) -> list[str]:
+        """The proxy's audit log (JSON lines, oldest first; the last ``tail`` when given)."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kit.errors import ConfigError
 
@@ -96,8 +96,8 @@ class Backends(_Strict):
     kind: KindBackend = KindBackend()
 
 
-def _default_agents() -> tuple[Agent, ...]:
-    return (Agent(name="dev"),)
+def _default_agents() -> list[Agent]:
+    return [Agent(name="dev")]
 
 
 class Settings(_Strict):
@@ -110,14 +110,9 @@ class Settings(_Strict):
     project: Annotated[str, Field(pattern=PROJECT_PATTERN)] = "yolo-cage"
     policy: str | None = None
     images: Images = Images()
-    agents: tuple[Agent, ...] = Field(default_factory=_default_agents, min_length=1, max_length=32)
+    agents: list[Agent] = Field(default_factory=_default_agents, min_length=1, max_length=32)
     backends: Backends = Backends()
     unsafe_allow_host_access: bool = False
-
-    @field_validator("agents", mode="before")
-    @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
 
     @property
     def agent_names(self) -> list[str]:

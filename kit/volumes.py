@@ -1,0 +1,96 @@
+"""Fill named volumes with files from the kit, on any engine.
+
+No bind mounts (a remote engine cannot see this machine's files): a
+short-lived helper container mounts the volume, empties it, and the files
+arrive through the engine's archive API with their owner and mode set in the
+tar headers. The helper has no network and no capabilities.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from docker.errors import DockerException
+
+from kit.errors import CageError
+
+MOUNT = "/volume"
+
+
+@dataclass(frozen=True)
+class File:
+    data: bytes
+    mode: int = 0o444
+    uid: int = 0
+    gid: int = 0
+
+
+def tar_of(files: Mapping[str, File], dirs: Mapping[str, int] | None = None) -> bytes:
+    """A tar with ``dirs`` (path -> mode, root-owned) and ``files`` (path -> File)."""
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, mode in sorted((dirs or {}).items()):
+            info = tarfile.TarInfo(path)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
+            tar.addfile(info)
+        for path, spec in sorted(files.items()):
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(spec.data), spec.mode, spec.uid, spec.gid, now
+            tar.addfile(info, io.BytesIO(spec.data))
+    return buf.getvalue()
+
+
+def replace_content(
+    client,
+    volume: str,
+    image: str,
+    files: Mapping[str, File],
+    dirs: Mapping[str, int] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Make ``volume`` hold exactly ``files`` (and ``dirs``); the volume must exist."""
+    helper = None
+    try:
+        helper = client.containers.create(
+            image,
+            entrypoint=["/bin/sh", "-c", f"find {MOUNT} -mindepth 1 -delete"],
+            command=[],
+            user="0:0",
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            volumes={volume: {"bind": MOUNT, "mode": "rw"}},
+            labels=dict(labels or {}),
+        )
+        helper.start()
+        result = helper.wait(timeout=60)
+        if result.get("StatusCode") != 0:
+            logs = helper.logs().decode("utf-8", "replace")
+            raise CageError(f"could not empty volume {volume}: {logs.strip() or result}")
+        if not helper.put_archive(MOUNT, tar_of(files, dirs)):
+            raise CageError(f"could not write into volume {volume}")
+    except DockerException as exc:
+        raise CageError(f"could not fill volume {volume} using {image}: {exc}") from exc
+    finally:
+        if helper is not None:
+            try:
+                helper.remove(force=True)
+            except DockerException:
+                pass
+
+
+def image_user(client, image: str) -> tuple[int, int]:
+    """The numeric ``uid:gid`` an image runs as (files it reads are chowned to it)."""
+    try:
+        user = client.images.get(image).attrs["Config"].get("User") or "0:0"
+    except DockerException as exc:
+        raise CageError(f"cannot inspect image {image}: {exc}") from exc
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise CageError(f"image {image} runs as {user!r}: images must use a numeric USER uid:gid")
+    return int(uid), int(gid or uid)
