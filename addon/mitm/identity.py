@@ -1,0 +1,56 @@
+"""Agent identity at the proxy: Proxy-Authorization checked against the registry.
+
+At CONNECT the credential is checked once for the whole tunnel (the requests
+inside carry none); plain-HTTP requests carry it on every request. The header
+is removed before anything is forwarded. 407 when it is missing or wrong.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from addon.decision import error
+from addon.identity import authenticate
+from addon.mitm.runtime import AGENT, Runtime
+from addon.mitm.safety import guard
+
+HEADER = "Proxy-Authorization"
+
+
+class Identity:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    @guard
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if not self.runtime.decided(flow):
+            self._authenticate(flow)
+
+    @guard
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        header = flow.request.headers.get(HEADER)
+        flow.request.headers.pop(HEADER, None)  # never forwarded, even on refused requests
+        if self.runtime.decided(flow):
+            return
+        state = self.runtime.client(flow.client_conn)
+        if state.tunnel is not None and state.authenticated:
+            flow.metadata[AGENT] = state.agent
+            return
+        self._authenticate(flow, header)
+
+    def _authenticate(self, flow: http.HTTPFlow, header: str | None = None) -> None:
+        registry = self.runtime.require_config().registry
+        if registry is None:
+            flow.metadata[AGENT] = None
+            return
+        if header is None:
+            header = flow.request.headers.get(HEADER)
+        current = registry.current()
+        if isinstance(current, str):
+            self.runtime.finish(flow, error("agent-registry-unavailable", "identity", current))
+            return
+        agent, refusal = authenticate(current, header, flow.client_conn.peername[0] if flow.client_conn.peername else "")
+        if refusal is not None:
+            self.runtime.finish(flow, refusal)
+            return
+        flow.metadata[AGENT] = agent

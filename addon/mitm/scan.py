@@ -1,0 +1,145 @@
+"""Content scanning: exactly one scanner call per request, CONNECT or WebSocket message.
+
+The call carries the URL (path and query), every header (trailers too) and
+the raw body as sent, still Content-Encoded: the scanner decodes. A CONNECT is
+scanned too (its target name) before that name is ever resolved, so a secret
+hidden in a host name does not leak through DNS.
+"""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from addon import scanning
+from addon.decision import Decision, allow, block
+from addon.hostnames import Host
+from addon.mitm.destinations import TARGET
+from addon.mitm.identity import HEADER
+from addon.mitm.runtime import AGENT, SCAN, Config, Runtime, ScanInfo
+from addon.mitm.safety import TAINTED, drop_websocket_message, guard
+from addon.scanning import ScanFailure
+
+SCAN_DECISION = "yolo_cage.scan_decision"
+
+
+def _url(req: http.Request, host: Host) -> str:
+    default = 443 if req.scheme == "https" else 80
+    netloc = f"[{host.name}]" if ":" in host.name else host.name
+    if req.port != default:
+        netloc += f":{req.port}"
+    if req.method == "CONNECT":
+        return f"https://{netloc}/"
+    return f"{req.scheme}://{netloc}{req.data.path.decode('utf-8', 'backslashreplace')}"
+
+
+def _headers(req: http.Request) -> list[tuple[bytes, bytes]]:
+    fields = [(k, v) for k, v in req.headers.fields if k.lower() != HEADER.lower().encode()]
+    if req.trailers:
+        fields += list(req.trailers.fields)
+    return fields
+
+
+class ContentScan:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    @guard
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        if not self.runtime.decided(flow):
+            await self._scan_request(flow, b"")
+
+    @guard
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        flow.request.stream = False  # the whole body is scanned before anything is sent
+        if self.runtime.decided(flow):
+            return
+        config = self.runtime.require_config()
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > config.policy.scan.max_body_bytes:
+            self._oversize(flow, config, int(length))
+
+    @guard
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if self.runtime.decided(flow):
+            return
+        config = self.runtime.require_config()
+        body = flow.request.raw_content or b""
+        if len(body) > config.policy.scan.max_body_bytes:
+            self._oversize(flow, config, len(body))
+            return
+        await self._scan_request(flow, body)
+
+    def _oversize(self, flow: http.HTTPFlow, config: Config, size: int) -> None:
+        limit = config.policy.scan.max_body_bytes
+        failure = ScanFailure("body-too-large", f"the body ({size} bytes) is over the scan limit ({limit} bytes)")
+        decision = scanning.decide(failure, "enforce", config.policy.scan.unsafe_fail_open)
+        flow.metadata[SCAN] = ScanInfo(mode="enforce")
+        self._apply(flow, decision)
+
+    async def _scan_request(self, flow: http.HTTPFlow, body: bytes) -> None:
+        config = self.runtime.require_config()
+        target: Host = flow.metadata[TARGET]
+        payload = scanning.build_request(
+            request_id=flow.id,
+            agent=flow.metadata.get(AGENT),
+            destination=target.name,
+            kind="http",
+            method=flow.request.method,
+            url=_url(flow.request, target),
+            headers=_headers(flow.request),
+            body=body,
+        )
+        decision, info = await self._scan(config, target.name, payload)
+        flow.metadata[SCAN] = info
+        self._apply(flow, decision)
+
+    async def _scan(self, config: Config, host: str, payload: bytes) -> tuple[Decision, ScanInfo]:
+        scan_policy = config.policy.scan
+        mode = scan_policy.mode_for(host)
+        if mode == "off":
+            return allow("scan-off", "scan.mode"), ScanInfo(mode="off")
+        started = time.perf_counter()
+        outcome = await config.scanner.scan(payload, scan_policy.deadline_ms / 1000)
+        elapsed = (time.perf_counter() - started) * 1000
+        decision = scanning.decide(outcome, mode, scan_policy.unsafe_fail_open)
+        if isinstance(outcome, ScanFailure):
+            return decision, ScanInfo(mode=mode, scan_ms=elapsed)
+        return decision, ScanInfo(mode=mode, findings=outcome.findings, scan_ms=elapsed, scanned=True)
+
+    def _apply(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        if decision.allowed:
+            flow.metadata[SCAN_DECISION] = decision  # the upstream gate makes it final
+        else:
+            self.runtime.finish(flow, decision)
+
+    @guard
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        assert flow.websocket is not None
+        index = len(flow.websocket.messages) - 1
+        message = flow.websocket.messages[index]
+        if not message.from_client:
+            return
+        if flow.metadata.get(TAINTED):
+            message.drop()
+            info = ScanInfo(mode="enforce")
+            refused = block("websocket-blocked", "scan", "an earlier message on this WebSocket was blocked")
+            self.runtime.audit_message(flow, refused, index, len(message.content), info)
+            return
+        config = self.runtime.require_config()
+        target: Host = flow.metadata[TARGET]
+        payload = scanning.build_request(
+            request_id=f"{flow.id}.ws{index}",
+            agent=flow.metadata.get(AGENT),
+            destination=target.name,
+            kind="websocket",
+            method=flow.request.method,
+            url=_url(flow.request, target),
+            headers=[],
+            body=message.content,
+        )
+        decision, info = await self._scan(config, target.name, payload)
+        if not decision.allowed:
+            drop_websocket_message(flow)
+        self.runtime.audit_message(flow, decision, index, len(message.content), info)

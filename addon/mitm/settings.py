@@ -1,0 +1,141 @@
+"""Options of the yolo-cage addon, parsed once in ``configure()`` into an immutable Config.
+
+Also refuses mitmproxy settings that would let traffic around the checks:
+``ignore_hosts``/``allow_hosts``/``tcp_hosts``/``udp_hosts`` (tunnel hosts
+unfiltered), ``stream_large_bodies`` (forwards bodies before they are
+scanned), ``connection_strategy=eager`` (contacts the upstream before the
+request is checked), ``ssl_insecure`` and any proxy mode but ``regular``.
+A bad value raises ``OptionsError`` naming it; at startup mitmdump then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+from mitmproxy import ctx, exceptions
+
+from addon import policy as policy_mod
+from addon.audit import AuditLog
+from addon.destinations import DestinationPolicy
+from addon.identity import RegistryFile
+from addon.mitm.runtime import Config, Runtime
+from addon.rules import compile_rules
+from addon.scanclient import ScannerClient
+
+log = logging.getLogger("yolo_cage")
+
+OWN = {
+    "yolo_cage_policy": ("/etc/yolo-cage/policy.yaml", "Path of the policy file (apiVersion yolo-cage.dev/v1alpha1, kind Policy)."),
+    "yolo_cage_agents": (
+        "/etc/yolo-cage/agents.json",
+        "Path of the agent registry (JSON: agent -> token_sha256, networks). "
+        "Empty: no agent identity (every request is from agent 'unknown'); said loudly at startup.",
+    ),
+    "yolo_cage_scanner": ("http://scanner:8000", "Base URL of the scanner service (POST /v1/scan)."),
+    "yolo_cage_audit_log": ("/var/log/yolo-cage/audit.jsonl", "Audit log path (JSON lines, appended)."),
+}
+POOL_OPTION = "yolo_cage_scanner_connections"
+
+# mitmproxy option -> (predicate for a safe value, why).
+GUARDED = {
+    "ignore_hosts": (lambda v: not v, "ignored hosts are tunnelled without any check"),
+    "allow_hosts": (lambda v: not v, "hosts outside allow_hosts are tunnelled without any check"),
+    "tcp_hosts": (lambda v: not v, "tcp_hosts are relayed as raw TCP without any check"),
+    "udp_hosts": (lambda v: not v, "udp_hosts are relayed as raw UDP without any check"),
+    "stream_large_bodies": (lambda v: v is None, "streamed bodies are forwarded before they are scanned"),
+    "connection_strategy": (lambda v: v == "lazy", "must be 'lazy': 'eager' contacts the upstream before the request is checked"),
+    "ssl_insecure": (lambda v: not v, "upstream certificates must be verified"),
+    "mode": (lambda v: all(m.split("@", 1)[0] == "regular" for m in v), "only the regular proxy mode is supported"),
+}
+
+
+class Settings:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    def load(self, loader) -> None:
+        for name, (default, help_text) in OWN.items():
+            loader.add_option(name, str, default, help_text)
+        loader.add_option(POOL_OPTION, int, 64, "Connections kept open to the scanner.")
+
+    def configure(self, updated: set[str]) -> None:
+        for name in updated & GUARDED.keys():
+            ok, why = GUARDED[name]
+            if not ok(getattr(ctx.options, name)):
+                raise exceptions.OptionsError(f"yolo-cage refuses {name}={getattr(ctx.options, name)!r}: {why}")
+        if updated & (OWN.keys() | {POOL_OPTION}) or self.runtime.config is None:
+            self._replace(self._build())
+
+    def _build(self) -> Config:
+        opts = ctx.options
+        try:
+            policy = policy_mod.load(opts.yolo_cage_policy)
+        except policy_mod.PolicyError as exc:
+            raise exceptions.OptionsError(f"yolo_cage_policy: {exc}") from None
+        registry = _registry(opts.yolo_cage_agents)
+        scanner = ScannerClient(_scanner_url(opts.yolo_cage_scanner), _pool(getattr(opts, POOL_OPTION)))
+        try:
+            audit_log = AuditLog(opts.yolo_cage_audit_log)
+        except OSError as exc:
+            raise exceptions.OptionsError(f"yolo_cage_audit_log: cannot open {opts.yolo_cage_audit_log}: {exc.strerror or exc}") from None
+        return Config(
+            policy=policy,
+            policy_path=opts.yolo_cage_policy,
+            destinations=DestinationPolicy.from_policy(policy.destinations),
+            rules=compile_rules(policy.rules),
+            registry=registry,
+            scanner=scanner,
+            audit=audit_log,
+        )
+
+    def _replace(self, config: Config) -> None:
+        old, self.runtime.config = self.runtime.config, config
+        if old is not None:
+            old.audit.close()
+            _close_later(old.scanner)
+
+    def running(self) -> None:
+        config = self.runtime.require_config()
+        log.info("yolo-cage: policy %s, scanner %s, audit log %s", config.policy_path, config.scanner.url, config.audit.path)
+        if config.registry is None:
+            log.warning("NO AGENT REGISTRY (yolo_cage_agents is empty): requests are not authenticated, agent recorded as unknown")
+        for item in policy_mod.loosening(config.policy):
+            log.warning("UNSAFE POLICY SETTING IN USE: %s", item)
+
+    async def done(self) -> None:
+        config = self.runtime.config
+        if config is not None:
+            config.audit.close()
+            await config.scanner.close()
+
+
+def _registry(path: str) -> RegistryFile | None:
+    if not path:
+        return None
+    registry = RegistryFile(path)
+    state = registry.current()
+    if isinstance(state, str):
+        raise exceptions.OptionsError(f"yolo_cage_agents: {state}")
+    return registry
+
+
+def _scanner_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise exceptions.OptionsError(f"yolo_cage_scanner: not an http(s) base URL: {url!r}")
+    return url
+
+
+def _pool(size: int) -> int:
+    if not 1 <= size <= 1024:
+        raise exceptions.OptionsError(f"{POOL_OPTION}: between 1 and 1024 (got {size})")
+    return size
+
+
+def _close_later(scanner: ScannerClient) -> None:
+    try:
+        asyncio.get_running_loop().create_task(scanner.close())
+    except RuntimeError:
+        pass  # no loop running: nothing was opened

@@ -1,0 +1,442 @@
+"""The proxy policy file: model, defaults (all of them, here), loading and checking.
+
+``apiVersion: yolo-cage.dev/v1alpha1``, ``kind: Policy``. Strict like kind's
+config: unknown keys are errors, every problem is reported at once with its
+location and the offending value, and anything that loosens isolation is named
+``unsafe_*`` (refused by ``invoke policy.check --production``).
+
+YAML is read with YAML 1.2 scalars: only ``true``/``false`` are booleans (so
+``mode: off`` stays the string "off") and only plain decimals are integers
+(``ports: [0443]`` is an error, not octal 291). Duplicate keys are errors.
+
+Pure: imports nothing from mitmproxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    PlainValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from addon.hostnames import HostError, matches, parse_host
+
+API_VERSION = "yolo-cage.dev/v1alpha1"
+KIND = "Policy"
+
+# The seed's paste and file-sharing sites: always blocked (with subdomains),
+# whatever the policy adds.
+SEED_BLOCKLIST: tuple[str, ...] = (
+    "pastebin.com",
+    "paste.ee",
+    "hastebin.com",
+    "dpaste.org",
+    "file.io",
+    "transfer.sh",
+    "0x0.st",
+    "ix.io",
+    "sprunge.us",
+    "termbin.com",
+)
+
+GITHUB_API_HOST = "api.github.com"
+MiB = 1024 * 1024
+
+ScanMode = Literal["enforce", "report", "off"]
+
+
+class PolicyError(ValueError):
+    """A policy file is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+# --- field types ---------------------------------------------------------------
+
+
+def _host_pattern(value: str) -> str:
+    try:
+        host = parse_host(value)
+    except HostError as exc:
+        raise ValueError(str(exc)) from None
+    if host.is_ip:
+        raise ValueError("an IP address is not a host pattern (IP literals are governed by unsafe_allow_ip_literals)")
+    return host.name
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _cidr(value: object) -> IPNetwork:
+    if not isinstance(value, str):
+        raise ValueError("a network in CIDR notation, as a string")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not a network in CIDR notation: {exc}") from None
+
+
+def _ip(value: object) -> IPAddress:
+    if not isinstance(value, str):
+        raise ValueError("an IP address, as a string")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("not an IP address in canonical notation") from None
+
+
+_METHOD = re.compile(r"^[A-Z]+$")
+_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+_PATH_PATTERN = re.compile(r"^/[^?#\s]*$")
+
+
+def _method(value: str) -> str:
+    if not _METHOD.match(value):
+        raise ValueError("an HTTP method in capitals, e.g. DELETE")
+    return value
+
+
+def _rule_id(value: str) -> str:
+    if not _RULE_ID.match(value):
+        raise ValueError("lower-case letters, digits, '.' and '-' (at most 63)")
+    return value
+
+
+def _path_pattern(value: str) -> str:
+    if not _PATH_PATTERN.match(value):
+        raise ValueError("a path starting with '/', no query or fragment; '*' is one segment, '**' any number")
+    return value
+
+
+HostPattern = Annotated[StrictStr, AfterValidator(_host_pattern)]
+Cidr = Annotated[IPNetwork, PlainValidator(_cidr)]
+IPText = Annotated[IPAddress, PlainValidator(_ip)]
+Method = Annotated[StrictStr, AfterValidator(_method)]
+RuleId = Annotated[StrictStr, AfterValidator(_rule_id)]
+PathPattern = Annotated[StrictStr, AfterValidator(_path_pattern)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections -------------------------------------------------------------------
+
+
+class Destinations(_Strict):
+    """Where requests may go. Deny wins: the seed blocklist applies in every mode."""
+
+    mode: Literal["blocklist", "allowlist"] = "blocklist"
+    blocklist: tuple[HostPattern, ...] = ()  # added to SEED_BLOCKLIST
+    allowlist: tuple[HostPattern, ...] = ()  # the only destinations in allowlist mode
+    ports: tuple[Port, ...] = (80, 443)
+    resolve_timeout_ms: Annotated[StrictInt, Field(ge=50, le=60_000)] = 5_000
+    unsafe_allow_ip_literals: StrictBool = False
+    unsafe_allow_raw_tunnels: StrictBool = False
+    # Test cages only: their "internet" is a Docker network or loopback.
+    unsafe_allow_private_networks: tuple[Cidr, ...] = ()
+    # Test cages only: answer these names without DNS (a local stand-in for a real site).
+    unsafe_host_overrides: Mapping[HostPattern, IPText] = Field(default_factory=dict)
+
+    @property
+    def blocked_hosts(self) -> tuple[str, ...]:
+        return SEED_BLOCKLIST + self.blocklist
+
+
+class ScanTarget(_Strict):
+    hosts: Annotated[tuple[HostPattern, ...], Field(min_length=1)]
+    mode: ScanMode
+
+
+class Scan(_Strict):
+    """Content scanning through the scanner service (fail closed unless unsafe_fail_open)."""
+
+    mode: ScanMode = "enforce"
+    destinations: tuple[ScanTarget, ...] = ()  # first match wins; hosts match with subdomains
+    deadline_ms: Annotated[StrictInt, Field(ge=10, le=600_000)] = 10_000
+    max_body_bytes: Annotated[StrictInt, Field(ge=0, le=1024 * MiB)] = 32 * MiB
+    unsafe_fail_open: StrictBool = False
+
+    def mode_for(self, host: str) -> ScanMode:
+        for target in self.destinations:
+            if any(matches(host, pattern) for pattern in target.hosts):
+                return target.mode
+        return self.mode
+
+
+class DenyRule(_Strict):
+    id: RuleId
+    hosts: Annotated[tuple[HostPattern, ...], Field(min_length=1)]
+    methods: tuple[Method, ...] = ()  # empty: every method
+    paths: Annotated[tuple[PathPattern, ...], Field(min_length=1)]
+    detail: StrictStr = ""
+
+
+class Rules(_Strict):
+    """Method + path rules per host. The GitHub API set applies to api.github.com."""
+
+    # GitHub Enterprise Server hosts: the same set under /api/v3 (and /api/graphql).
+    github_enterprise_hosts: tuple[HostPattern, ...] = ()
+    unsafe_disable_github_defaults: StrictBool = False
+    deny: tuple[DenyRule, ...] = ()
+
+
+class Policy(_Strict):
+    apiVersion: Literal["yolo-cage.dev/v1alpha1"]
+    kind: Literal["Policy"]
+    destinations: Destinations = Field(default_factory=Destinations)
+    scan: Scan = Field(default_factory=Scan)
+    rules: Rules = Field(default_factory=Rules)
+
+
+def default_policy() -> Policy:
+    return Policy(apiVersion=API_VERSION, kind=KIND)
+
+
+# --- the GitHub API set -----------------------------------------------------------
+
+_WRITE = ("POST", "PUT", "PATCH", "DELETE")
+
+# (id, methods, paths, why). Paths are relative to the API root. "*" is one
+# segment, "**" any number (branch names may contain '/').
+GITHUB_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
+    ("github.merge-pull-request", ("PUT",), ("/repos/*/*/pulls/*/merge",), "merging a pull request"),
+    ("github.merge-branch", ("POST",), ("/repos/*/*/merges", "/repos/*/*/merge-upstream"), "merging branches"),
+    ("github.delete-repository", ("DELETE",), ("/repos/*/*",), "deleting a repository"),
+    ("github.transfer-repository", ("POST",), ("/repos/*/*/transfer",), "transferring a repository"),
+    ("github.delete-organization", ("DELETE",), ("/orgs/*",), "deleting an organization"),
+    (
+        "github.delete-user",
+        ("DELETE",),
+        ("/users/*", "/user", "/admin/users/*", "/admin/organizations/*"),
+        "deleting a user or organization",
+    ),
+    (
+        "github.secrets",
+        (),
+        (
+            "/repos/*/*/actions/secrets/**",
+            "/repos/*/*/environments/*/secrets/**",
+            "/repos/*/*/dependabot/secrets/**",
+            "/repos/*/*/codespaces/secrets/**",
+            "/orgs/*/actions/secrets/**",
+            "/orgs/*/dependabot/secrets/**",
+            "/orgs/*/codespaces/secrets/**",
+            "/user/codespaces/secrets/**",
+            "/repos/*/*/actions/variables/**",
+            "/repos/*/*/environments/*/variables/**",
+            "/orgs/*/actions/variables/**",
+        ),
+        "reading or writing Actions, Dependabot or Codespaces secrets and variables",
+    ),
+    (
+        "github.repository-settings",
+        ("PATCH",),
+        ("/repos/*/*", "/orgs/*"),
+        "editing repository or organization settings",
+    ),
+    (
+        "github.repository-settings",
+        _WRITE,
+        (
+            "/repos/*/*/actions/permissions/**",
+            "/repos/*/*/keys/**",
+            "/repos/*/*/rulesets/**",
+            "/repos/*/*/environments/**",
+            "/repos/*/*/pages/**",
+            "/repos/*/*/vulnerability-alerts",
+            "/repos/*/*/automated-security-fixes",
+            "/repos/*/*/private-vulnerability-reporting",
+            "/orgs/*/rulesets/**",
+            "/orgs/*/actions/permissions/**",
+        ),
+        "editing repository settings (deploy keys, rulesets, environments, Actions permissions)",
+    ),
+    (
+        "github.collaborators",
+        _WRITE,
+        (
+            "/repos/*/*/collaborators/**",
+            "/repos/*/*/invitations/**",
+            "/orgs/*/members/**",
+            "/orgs/*/memberships/**",
+            "/orgs/*/outside_collaborators/**",
+            "/orgs/*/invitations/**",
+            "/orgs/*/teams/**",
+            "/teams/**",
+        ),
+        "changing collaborators, members or teams",
+    ),
+    ("github.webhooks", _WRITE, ("/repos/*/*/hooks/**", "/orgs/*/hooks/**"), "creating, editing or deleting webhooks"),
+    (
+        "github.branch-protection",
+        _WRITE,
+        ("/repos/*/*/branches/**/protection/**", "/repos/*/*/branches/**/rename"),
+        "changing branch protection",
+    ),
+)
+
+# GraphQL mutations with the same effects as the REST rules above.
+GITHUB_GRAPHQL_MUTATIONS: frozenset[str] = frozenset(
+    {
+        "mergePullRequest",
+        "enablePullRequestAutoMerge",
+        "mergeBranch",
+        "updateRepository",
+        "archiveRepository",
+        "transferRepository",
+        "deleteRepository",
+        "createBranchProtectionRule",
+        "updateBranchProtectionRule",
+        "deleteBranchProtectionRule",
+        "createRepositoryRuleset",
+        "updateRepositoryRuleset",
+        "deleteRepositoryRuleset",
+        "deleteEnvironment",
+        "updateEnvironment",
+        "addOrganizationMember",
+        "updateTeamsRepository",
+        "inviteEnterpriseAdmin",
+        "updateEnterpriseOrganizationProjectsSetting",
+        "deleteRef",
+        "updateRef",
+        "updateRefs",
+    }
+)
+
+
+# --- loading ----------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and integers, recording duplicate keys."""
+
+    duplicates: list[str]
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"), list("tf"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            loader.duplicates.append(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{_location(loc)}: unknown key (value {err['input']!r})")
+        elif err["type"] == "missing":
+            problems.append(f"{_location(loc)}: required")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_location(loc)}: {msg} (got {err['input']!r})")
+    return problems
+
+
+def parse(text: str, source: str = "<policy>") -> Policy:
+    """Parse and validate policy YAML; raise :class:`PolicyError` listing every problem."""
+    loader = _Loader(text)
+    loader.duplicates = []
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [f"not valid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
+    problems = list(loader.duplicates)
+    if not isinstance(data, dict):
+        raise PolicyError(source, problems + ["the file must be a mapping with apiVersion and kind"])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        problems += _problems(exc)
+        policy = None
+    if problems or policy is None:
+        raise PolicyError(source, problems)
+    return policy
+
+
+def load(path: str | Path) -> Policy:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(str(path), [f"not UTF-8 text: {exc}"]) from None
+    return parse(text, str(path))
+
+
+def loosening(policy: Policy) -> list[str]:
+    """Every setting that loosens isolation, as 'location: value' (empty in production)."""
+    found = []
+    for section_name in ("destinations", "scan", "rules"):
+        section = getattr(policy, section_name)
+        for name in type(section).model_fields:
+            value = getattr(section, name)
+            if name.startswith("unsafe_") and value:
+                found.append(f"{section_name}.{name}: {_show(value)}")
+    if policy.scan.mode == "off":
+        found.append("scan.mode: off")
+    for i, target in enumerate(policy.scan.destinations):
+        if target.mode == "off":
+            found.append(f"scan.destinations[{i}].mode: off (hosts {', '.join(target.hosts)})")
+    return found
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check(path: str | Path, production: bool = False) -> Policy:
+    """Load ``path``; with ``production``, also refuse every loosening setting."""
+    policy = load(path)
+    if production and (unsafe := loosening(policy)):
+        raise PolicyError(str(path), [f"{item} (not allowed with --production)" for item in unsafe])
+    return policy
