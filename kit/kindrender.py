@@ -130,7 +130,14 @@ def overlay_files(target: Path, project: str, agents: Sequence[AgentSpec]) -> di
         "namespace": project,
         "labels": [
             {
-                "pairs": {LABEL_PROJECT: project, "app.kubernetes.io/instance": project},
+                # Every object, the component's and the agents' included (the
+                # base's own labels reach only the base's objects).
+                "pairs": {
+                    LABEL_PROJECT: project,
+                    "app.kubernetes.io/instance": project,
+                    "app.kubernetes.io/part-of": "yolo-cage",
+                    "app.kubernetes.io/managed-by": "yolo-cage-kit",
+                },
                 "includeTemplates": True,
             }
         ],

@@ -254,6 +254,16 @@ class Cluster:
                         pieces.append(Piece(_side(other, hit), self._rule_traffic(rule, dst)))
         return pieces
 
+    def one_side(self, src: Peer, dst: Peer, direction: str) -> list[Piece]:
+        """What the source's egress (or the destination's ingress) policies alone allow."""
+        if direction == "Egress":
+            if not isinstance(src, Pod):
+                raise PolicyError("egress policies apply to pods only")
+            return _merge(self._direction(src, dst, "Egress", dst))
+        if not isinstance(dst, Pod):
+            raise PolicyError("ingress policies apply to pods only")
+        return _merge(self._direction(dst, src, "Ingress", dst))
+
     # --- both directions -------------------------------------------------
 
     def allowed(self, src: Peer, dst: Peer) -> list[Piece]:

@@ -125,25 +125,39 @@ def _kind_pairs(peers: Mapping[str, Peer]) -> Iterable[tuple[str, str]]:
 
 
 def check_kind(manifests: Sequence[Mapping[str, Any]], cluster_config: Mapping[str, Any]) -> list[Finding]:
-    """Every difference between the NetworkPolicies and the flow table."""
+    """Every difference between the NetworkPolicies and the flow table.
+
+    Each layer is held to the table on its own: the source's egress policies
+    and the destination's ingress policies must each allow no more than the
+    table (so widening one side is caught even while the other still blocks),
+    and together they must allow all of it.
+    """
     peers = kind_peers(manifests, cluster_config)
     cluster = Cluster(manifests, {"kube-system": {"kubernetes.io/metadata.name": "kube-system"}})
     findings = []
     for src, dst in _kind_pairs(peers):
-        pieces = cluster.allowed(peers[src], peers[dst])
         want = expected_traffic(src, dst)
-        for piece in pieces:
-            extra = piece.traffic - want
-            if extra:
-                where = f" to/from {piece.addresses.describe()}" if piece.addresses is not None else ""
-                findings.append(Finding("kind", "extra", src, dst, extra.describe() + where))
+        for side, pieces in _sides(cluster, peers, src, dst):
+            for piece in pieces:
+                extra = piece.traffic - want
+                if extra:
+                    where = f" to/from {piece.addresses.describe()}" if piece.addresses is not None else ""
+                    findings.append(Finding("kind", "extra", src, dst, f"{side} allows {extra.describe()}{where}"))
         if want:
             outside = peers[dst] if isinstance(peers[dst], External) else peers[src]
             whole = outside.addresses if isinstance(outside, External) else None
-            missing = covered(pieces, whole, want)
+            missing = covered(cluster.allowed(peers[src], peers[dst]), whole, want)
             if missing:
                 findings.append(Finding("kind", "missing", src, dst, missing.describe()))
     return findings
+
+
+def _sides(cluster: Cluster, peers: Mapping[str, Peer], src: str, dst: str):
+    """The one-sided verdicts to hold to the table: the cage's own policies only."""
+    if src in flows.CAGE_PARTS:
+        yield f"egress of {src}", cluster.one_side(peers[src], peers[dst], "Egress")
+    if dst in flows.CAGE_PARTS:
+        yield f"ingress of {dst}", cluster.one_side(peers[src], peers[dst], "Ingress")
 
 
 def load_kind_cluster_config(path: Path = KIND_CLUSTER_FILE) -> dict[str, Any]:
