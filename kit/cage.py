@@ -20,7 +20,13 @@ def _compose(settings: settings_mod.Settings, **options: Any) -> Backend:
     return ComposeBackend(settings, **options)
 
 
-FACTORIES: dict[str, Callable[..., Backend]] = {"compose": _compose}
+def _kind(settings: settings_mod.Settings, **options: Any) -> Backend:
+    from kit.kind import KindBackend
+
+    return KindBackend(settings, **options)
+
+
+FACTORIES: dict[str, Callable[..., Backend]] = {"compose": _compose, "kind": _kind}
 
 
 def choose_backend_name(settings: settings_mod.Settings, *, compose: bool = False, kind: bool = False) -> str:

@@ -45,8 +45,18 @@ class _Run:
 class KindBackend(Backend):
     name = "kind"
 
-    def __init__(self, settings: Settings, *, policy_file: Path | None = None, api=None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy_file: Path | None = None,
+        build: bool = True,
+        test_labels: Mapping[str, str] | None = None,
+        api=None,
+    ):
         self.settings = settings
+        self.build = build
+        self.test_labels = dict(test_labels or {})
         self.project = settings.project
         self.kind_settings = settings.backends.kind
         self.cluster = self.kind_settings.cluster_name
@@ -100,8 +110,15 @@ class KindBackend(Backend):
         console.info(f"\nThe cage is up on kind cluster {self.cluster}. Next: uv run invoke attach --kind")
 
     def _prerequisites(self) -> None:
-        for tool in ("kind", "kubectl", "docker"):
-            run([tool, "version"] if tool != "kubectl" else [tool, "version", "--client"], echo=False)
+        for argv in (["kind", "version"], ["kubectl", "version", "--client"], ["docker", "version"]):
+            try:
+                run(argv, echo=False)
+            except CageError as exc:
+                raise PrerequisiteError(f"{argv[0]} is needed for the kind backend: {exc}") from None
+        if self.build:
+            from kit import images
+
+            images.build(images.options(self.settings.images, only=",".join(CAGE_IMAGES)))
         missing = [n for n in CAGE_IMAGES if not _has_image(image_ref(n, self.settings.images.tag))]
         if missing:
             refs = ", ".join(image_ref(n, self.settings.images.tag) for n in missing)
@@ -187,6 +204,7 @@ class KindBackend(Backend):
     def _namespace_and_secrets(self, ctx: _Run) -> None:
         self._refuse_other_cage()
         namespace = next(d for d in ctx.manifests if d["kind"] == "Namespace")
+        namespace["metadata"]["labels"].update(self.test_labels)
         existing = self.kubectl("get", "namespace", self.project, "--ignore-not-found", "-o", "name", echo=False)
         ctx.created_namespace = not existing.stdout.strip()
         self.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(namespace))
