@@ -22,7 +22,8 @@ def _guard(fn):
         if os.environ.get("YOLO_CAGE_DEBUG") == "1":
             raise
         console.error(str(exc))
-        output = getattr(exc, "output", "")
+        # A failed step carries the failed command's output on its cause.
+        output = getattr(exc, "output", "") or getattr(getattr(exc, "cause", None), "output", "")
         if output:
             print(output, file=sys.stderr)
         raise Exit(code=1) from None
@@ -43,4 +44,33 @@ def test(c, suite="all", pytest_args=""):
         raise Exit(code=code)
 
 
-ns = Collection(test)
+@task(
+    help={
+        "only": "comma-separated images: agent, proxy, scanner, netguard, sink (test only), or all (default: every product image)",
+        "base": "where the base image comes from: auto (default), registry (pull the pinned official image) or offline (debootstrap, needs root)",
+        "extra_ca": "extra CA bundle for builds behind a TLS-intercepting proxy: auto (default: $YOLO_CAGE_EXTRA_CA_BUNDLE, $PIP_CERT, ...), none, or a PEM file",
+        "runtime_extra_ca": "keep the extra CA in the proxy image too (to verify upstream TLS re-signed by a corporate interceptor)",
+        "no_cache": "rebuild every layer (fresh packages)",
+        "refresh_base": "build a new offline base image even if one exists",
+    }
+)
+def build(c, only="", base="", extra_ca="", runtime_extra_ca=False, no_cache=False, refresh_base=False):
+    """Build the cage's images (base image first when needed)."""
+    from kit import images, settings
+
+    _guard(
+        lambda: images.build(
+            images.options(
+                settings.load().images,
+                only=only or None,
+                base=base or None,
+                extra_ca=extra_ca or None,
+                runtime_extra_ca=runtime_extra_ca,
+                no_cache=no_cache,
+                refresh_base=refresh_base,
+            )
+        )
+    )
+
+
+ns = Collection(test, build)

@@ -7,10 +7,12 @@ command and its output so the top level can show both.
 
 from __future__ import annotations
 
+import collections
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kit import console
@@ -79,3 +81,45 @@ def _text(value: str | bytes | None) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
+
+
+def stream(
+    argv: Sequence[str],
+    on_line: Callable[[str], None],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    echo: bool = True,
+    keep: int = 400,
+) -> Result:
+    """Run ``argv`` and hand each output line (stdout and stderr merged) to ``on_line``
+    as it comes, for long commands whose progress the user should see (image builds).
+
+    Raises :class:`RunError` on a non-zero exit or after ``timeout`` seconds,
+    carrying the last ``keep`` lines of output.
+    """
+    argv = [os.fspath(a) for a in argv]
+    if echo:
+        console.command(shlex.join(argv))
+    tail: collections.deque[str] = collections.deque(maxlen=keep)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
+        )
+    except FileNotFoundError as exc:
+        raise RunError(argv, None, "", f"{argv[0]} not found on PATH") from exc
+    with proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            on_line(line)
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                raise RunError(argv, None, "\n".join(tail), f"timed out after {timeout}s")
+        returncode = proc.wait()
+    output = "\n".join(tail)
+    if returncode != 0:
+        raise RunError(argv, returncode, output)
+    return Result(tuple(argv), returncode, output, "")

@@ -1,0 +1,1 @@
+"""The yolo-cage test sink: an attacker's server that records everything it receives."""
