@@ -65,11 +65,13 @@ def matches(name: str, pattern: str) -> bool:
 
 
 def _ipv6(text: str, raw: str) -> Host:
+    address, _, scope = text.partition("%")
     try:
-        ip = ipaddress.IPv6Address(text)
+        ip = ipaddress.IPv6Address(address)
     except ValueError:
         raise HostError(f"not a valid host: {raw!r}") from None
-    canonical = ip.scope_id is None and text.lower() == ip.compressed
+    # A zone id ("%eth0") only makes sense for link-local addresses, which are denied anyway.
+    canonical = not scope and address.lower() == ip.compressed
     return Host(ip.compressed, ip, canonical)
 
 

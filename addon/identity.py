@@ -102,6 +102,9 @@ def _networks(name: str, value: object, problems: list[str]) -> tuple[IPNetwork,
         return ()
     out = []
     for i, item in enumerate(value):
+        if not isinstance(item, str):
+            problems.append(f"{name}.networks[{i}]: a CIDR string (got {item!r})")
+            continue
         try:
             out.append(ipaddress.ip_network(item, strict=True))
         except (TypeError, ValueError) as exc:

@@ -174,7 +174,7 @@ class Scan(_Strict):
     mode: ScanMode = "enforce"
     destinations: tuple[ScanTarget, ...] = ()  # first match wins; hosts match with subdomains
     deadline_ms: Annotated[StrictInt, Field(ge=10, le=600_000)] = 10_000
-    max_body_bytes: Annotated[StrictInt, Field(ge=0, le=1024 * MiB)] = 32 * MiB
+    max_body_bytes: Annotated[StrictInt, Field(ge=0, le=1024 * MiB)] = 16 * MiB  # the scanner's default limit too
     unsafe_fail_open: StrictBool = False
 
     def mode_for(self, host: str) -> ScanMode:
