@@ -39,6 +39,7 @@ _DEFAULT_POLICY = b"# The defaults of addon/policy.py.\napiVersion: yolo-cage.de
 class _Run:
     created_cluster: bool = False
     created_namespace: bool = False
+    inputs_digest: str = ""
     manifests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -208,8 +209,10 @@ class KindBackend(Backend):
         existing = self.kubectl("get", "namespace", self.project, "--ignore-not-found", "-o", "name", echo=False)
         ctx.created_namespace = not existing.stdout.strip()
         self.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(namespace))
-        for obj in kindrender.cage_objects(self.cage_inputs()):
+        objects = kindrender.cage_objects(self.cage_inputs())
+        for obj in objects:
             _replace(self.api, obj)
+        ctx.inputs_digest = kindcluster.sha256(json.dumps(objects, sort_keys=True).encode())
 
     def _undo_namespace(self, ctx: _Run) -> None:
         if ctx.created_namespace and not ctx.created_cluster:
@@ -245,6 +248,14 @@ class KindBackend(Backend):
         rendered = self.state_dir() / "rendered.yaml"
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(rendered))
         self._remove_dropped_agents()
+        # Pods read the CA through a subPath mount and their environment from
+        # Secrets: neither follows a change, so changed inputs restart them.
+        # Only the digest is kept, on the host (never in the cluster).
+        record = self.state_dir() / "inputs.sha256"
+        if record.exists() and record.read_text().strip() != ctx.inputs_digest:
+            console.info("  the CA, policy, tokens or credentials changed: restarting the cage's pods")
+            self.kubectl("-n", self.project, "rollout", "restart", "deployment", "-l", "app.kubernetes.io/part-of=yolo-cage")
+        state.write_private(record, (ctx.inputs_digest + "\n").encode())
 
     def _remove_dropped_agents(self) -> None:
         """Agents no longer in the settings: their Deployment goes, their data stays."""
@@ -382,14 +393,12 @@ def _replace(api, obj: Mapping[str, Any]) -> None:
     from kubernetes.client.exceptions import ApiException
 
     kind, meta = obj["kind"], obj["metadata"]
-    create = getattr(api, f"create_namespaced_{_snake(kind)}")
-    replace = getattr(api, f"replace_namespaced_{_snake(kind)}")
     try:
-        replace(meta["name"], meta["namespace"], obj)
+        getattr(api, f"replace_namespaced_{_snake(kind)}")(meta["name"], meta["namespace"], obj)
     except ApiException as exc:
         if exc.status != 404:
             raise CageError(f"could not write {kind} {meta['name']}: {exc.reason}") from None
-        create(meta["namespace"], obj)
+        getattr(api, f"create_namespaced_{_snake(kind)}")(meta["namespace"], obj)
 
 
 def _snake(kind: str) -> str:

@@ -40,7 +40,7 @@ def test_checked_in_scenarios_are_what_the_kit_renders(name):
     fresh = kindrender.scenario_files(name)
     for fname, text in fresh.items():
         on_disk = (kindrender.SCENARIO_DIR / name / fname).read_text()
-        assert on_disk == text, f"kind/scenarios/{name}/{fname} is stale: run `uv run invoke kind-scenarios`"
+        assert on_disk == text, f"kind/scenarios/{name}/{fname} is stale: run `uv run python -m kit.kindrender`"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
