@@ -20,8 +20,8 @@ import yaml
 
 from kit import ca, composeplan, console, hostguard, state, volumes
 from kit.backend import Backend, CageStatus, Component, ExecResult
-from kit.composeplan import AGENT_CA_FILE, DATA_LABEL, PROXY_CA_PATH, Plan
-from kit.errors import BackendError, CageError, PrerequisiteError
+from kit.composeplan import AGENT_CA_FILE, DATA_LABEL, PROXY_CA_FILE, Plan
+from kit.errors import BackendError, CageError, PrerequisiteError, RunError
 from kit.names import LABEL_AGENT, LABEL_ROLE, image_ref
 from kit.runner import run
 from kit.settings import Settings
@@ -166,17 +166,23 @@ class ComposeBackend(Backend):
         proxy_image = image_ref("proxy", self.settings.images.tag)
         uid, gid = volumes.image_user(self.client, proxy_image)
         cage_ca = ca.ensure(self.project)
-        files = self._proxy_files(plan, subnets, cage_ca, uid, gid)
-        dirs = {"ca": 0o755, "upstream-ca": 0o755}
         labels = {**self.test_labels, "yolo-cage.project": self.project, "yolo-cage.role": "helper"}
-        volumes.replace_content(self.client, self._volume("proxy-config"), proxy_image, files, dirs, labels)
+        config = self._proxy_files(plan, subnets, uid, gid)
+        volumes.replace_content(
+            self.client, self._volume("proxy-config"), proxy_image, config, {"upstream-ca": volumes.Dir()}, labels
+        )
+        # The confdir: mitmproxy (uid) must be able to write beside the key.
+        key = {PROXY_CA_FILE: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid)}
+        volumes.replace_content(
+            self.client, self._volume("ca-key"), proxy_image, key, {".": volumes.Dir(0o700, uid, gid)}, labels
+        )
         agent_files = {AGENT_CA_FILE: volumes.File(cage_ca.cert_pem, 0o444)}
         volumes.replace_content(self.client, self._volume("ca-cert"), proxy_image, agent_files, None, labels)
         # Containers are recreated when what they read at start changes (and only then).
-        ctx.digests = {"proxy": _digest(files), "ca": _digest(agent_files)}
+        ctx.digests = {"proxy": _digest(config, key), "ca": _digest(agent_files)}
         state.write_private(plan.state_dir / "rendered" / "digests.json", json.dumps(ctx.digests).encode())
 
-    def _proxy_files(self, plan: Plan, subnets, cage_ca: ca.CageCA, uid: int, gid: int) -> dict[str, volumes.File]:
+    def _proxy_files(self, plan: Plan, subnets, uid: int, gid: int) -> dict[str, volumes.File]:
         policy_text = (
             self.policy_file.read_bytes()
             if self.policy_file
@@ -185,7 +191,6 @@ class ComposeBackend(Backend):
         files = {
             "policy.yaml": volumes.File(policy_text, 0o440, uid, gid),
             "agents.json": volumes.File(composeplan.registry_json(plan.agents, subnets), 0o440, uid, gid),
-            PROXY_CA_PATH: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid),
         }
         for name, pem in self.upstream_cas.items():
             files[f"upstream-ca/{name}.pem"] = volumes.File(pem, 0o444)
@@ -199,8 +204,8 @@ class ComposeBackend(Backend):
                 "up", "--detach", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), "--pull", "never", "--remove-orphans",
                 digests=ctx.digests,
             )  # fmt: skip
-        except CageError as exc:
-            raise CageError(f"{exc}\n{self.diagnose()}") from exc
+        except RunError as exc:
+            raise CageError(f"{exc}\n{exc.output}\n{self.diagnose()}") from exc
 
     def _undo(self, ctx: _Run) -> None:
         if ctx.had_containers:

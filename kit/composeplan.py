@@ -28,8 +28,8 @@ BASE_FILE = COMPOSE_DIR / "compose.yaml"
 FIRST_AGENT_SERVICE = "agent"
 # Volumes whose content the user owns: `invoke down` keeps them unless told otherwise.
 DATA_LABEL = "yolo-cage.data"
-PROXY_CA_PATH = "ca/mitmproxy-ca.pem"
-AGENT_CA_FILE = "cage-ca.crt"
+PROXY_CA_FILE = "mitmproxy-ca.pem"
+AGENT_CA_FILE = "ca.crt"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 No bind mounts (a remote engine cannot see this machine's files): a
 short-lived helper container mounts the volume, empties it, and the files
 arrive through the engine's archive API with their owner and mode set in the
-tar headers. The helper has no network and no capabilities.
+tar headers. The helper has no network and one capability (to empty volumes owned by
+the images' users).
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ class File:
     gid: int = 0
 
 
-def tar_of(files: Mapping[str, File], dirs: Mapping[str, int] | None = None) -> bytes:
-    """A tar with ``dirs`` (path -> mode, root-owned) and ``files`` (path -> File)."""
+@dataclass(frozen=True)
+class Dir:
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
+def tar_of(files: Mapping[str, File], dirs: Mapping[str, Dir] | None = None) -> bytes:
+    """A tar with ``dirs`` (``"."`` is the volume's root) and ``files``, owners and modes set."""
     buf = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, mode in sorted((dirs or {}).items()):
+        for path, spec in sorted((dirs or {}).items()):
             info = tarfile.TarInfo(path)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
+            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, spec.mode, spec.uid, spec.gid, now
             tar.addfile(info)
         for path, spec in sorted(files.items()):
             info = tarfile.TarInfo(path)
@@ -50,7 +58,7 @@ def replace_content(
     volume: str,
     image: str,
     files: Mapping[str, File],
-    dirs: Mapping[str, int] | None = None,
+    dirs: Mapping[str, Dir] | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> None:
     """Make ``volume`` hold exactly ``files`` (and ``dirs``); the volume must exist."""
@@ -63,6 +71,8 @@ def replace_content(
             user="0:0",
             network_mode="none",
             cap_drop=["ALL"],
+            # Root may only empty the volume: files there belong to the images' users.
+            cap_add=["DAC_OVERRIDE"],
             security_opt=["no-new-privileges:true"],
             volumes={volume: {"bind": MOUNT, "mode": "rw"}},
             labels=dict(labels or {}),

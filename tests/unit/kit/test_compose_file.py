@@ -144,8 +144,10 @@ def test_every_bridge_is_named_under_the_project_prefix(base: dict[str, Any]) ->
 
 def test_the_ca_key_is_mounted_in_the_proxy_only_and_agents_get_the_certificate_read_only(base: dict[str, Any]) -> None:
     mounts = {name: svc.get("volumes", []) for name, svc in services(base).items()}
-    holders = [name for name, vols in mounts.items() if any(v.startswith("proxy-config:") for v in vols)]
-    assert holders == ["proxy"]
+    for volume in ("ca-key", "proxy-config"):
+        holders = [name for name, vols in mounts.items() if any(v.startswith(f"{volume}:") for v in vols)]
+        assert holders == ["proxy"], volume
+    assert "ca-key:/var/lib/yolo-cage/ca" in mounts["proxy"]
     assert "proxy-config:/etc/yolo-cage:ro" in mounts["proxy"]
     assert "ca-cert:/etc/yolo-cage/ca:ro" in mounts["agent"]
     assert [n for n, vols in mounts.items() if any(v.startswith("ca-cert:") for v in vols)] == ["agent"]
