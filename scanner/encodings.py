@@ -70,7 +70,7 @@ def base64_forms(literal: bytes, min_chars: int = 4) -> list[Form]:
     return std + [f for f in url if f.text not in seen]
 
 
-def base32_forms(literal: bytes, min_chars: int = 6) -> list[Form]:
+def base32_forms(literal: bytes, min_chars: int = 5) -> list[Form]:
     return _group_forms(literal, 5, 5, base64.b32encode, B32, min_chars)
 
 

@@ -49,6 +49,7 @@ class Limits:
     max_depth: int = 5
     budget_factor: int = 4  # decoded bytes allowed per scanned byte...
     budget_floor: int = 1 << 20  # ...plus this
+    max_hits: int = 20_000  # candidate hits handled per request; beyond that the verdict is `invalid`
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Scan:
     issues: list[ScanIssue] = field(default_factory=list)
     dangling: list[tuple[Rule, bytes]] = field(default_factory=list)
     decoded_bytes: int = 0
+    hits_left: int = 0
+    alt_pending: bool = False  # a view without enum-like values follows (scanner/request.py)
 
     def issue(self, code: str, detail: str) -> None:
         if not any(i.code == code for i in self.issues):
@@ -105,10 +108,18 @@ class Engine:
 
     # -- entry points ---------------------------------------------------------------
 
-    def scan_view(self, view: View, keyed: Iterable[tuple[str, str]] = (), agent: str | None = None) -> Scan:
+    def scan_view(self, view: View, keyed: Iterable[tuple[str, str]] = (), agent: str | None = None,
+                  alt: View | None = None) -> Scan:
         data = view.data
-        scan = Scan(view, self.limits.budget_floor + self.limits.budget_factor * len(data))
+        scan = Scan(view, self.limits.budget_floor + self.limits.budget_factor * (len(data) + len(alt.data if alt else b"")))
+        scan.hits_left = self.limits.max_hits
+        scan.alt_pending = alt is not None and bool(alt.parts)
         self._scan(scan, data, depth=0, chain=(), origin=None)
+        scan.alt_pending = False
+        if alt is not None and alt.parts:
+            scan.view = alt
+            self._scan(scan, alt.data, depth=0, chain=(), origin=None, prefixes=False)
+            scan.view = view
         for value, location in keyed:
             self._keyed(scan, value, location)
         remembered = self.memory.recall(agent)
@@ -119,12 +130,21 @@ class Engine:
 
     # -- one buffer ---------------------------------------------------------------
 
-    def _scan(self, scan: Scan, data: bytes, depth: int, chain: tuple[str, ...], origin: Origin | None) -> None:
+    def _scan(self, scan: Scan, data: bytes, depth: int, chain: tuple[str, ...], origin: Origin | None,
+              prefixes: bool = True) -> None:
         entries = self.matcher.entries
         rule_ends: dict[int, list[int]] = {}
         windows: list[tuple[int, int, Entry]] = []
-        prefixes: list[tuple[int, Entry]] = []
-        for eid, end in self.matcher.scan(data):
+        prefix_hits: list[tuple[int, Entry]] = []
+        prefixes = prefixes and depth == 0
+        if scan.hits_left <= 0:
+            return
+        hits = self.matcher.scan(data, scan.hits_left)
+        scan.hits_left -= len(hits)
+        if scan.hits_left <= 0:
+            # Benign traffic has a few hits per MB; this many is an attack on the scanner's time.
+            scan.issue("too-many-candidates", f"more than {self.limits.max_hits} candidate matches")
+        for eid, end in hits:
             entry = entries[eid]
             kind = entry.kind
             if kind is RULE:
@@ -136,8 +156,8 @@ class Engine:
                 windows.append((self._trigger_start(data, end, entry.family), end, entry))
             elif kind is FINGERPRINT:
                 self._fingerprint_hit(scan, data, end, entry, chain, origin)
-            elif kind is PREFIX and depth == 0:
-                prefixes.append((end, entry))
+            elif kind is PREFIX and prefixes:
+                prefix_hits.append((end, entry))
         covered: dict[str, list[tuple[int, int]]] = {}
         for eid in sorted(rule_ends):  # provider rules first: they name a shared finding
             ends = rule_ends[eid]
@@ -145,8 +165,8 @@ class Engine:
             assert rule is not None
             for end in _run_ends(ends):
                 self._rule_hit(scan, data, rule, end, chain, origin, covered)
-        if prefixes:
-            self._dangling(scan, data, prefixes, covered)
+        if prefix_hits:
+            self._dangling(scan, data, prefix_hits, covered)
         self._decode_windows(scan, data, windows, depth, chain, origin)
 
     @staticmethod
@@ -175,18 +195,19 @@ class Engine:
         got = self.matcher.extract(rule, data, end)
         if got is None:
             return
-        start, stop, secret = got
-        transforms = chain
+        candidates = [(got, chain)]
         if origin is None and scan.view.parts:
-            seg_start, seg_end, _ = scan.view.segment(start)
-            if stop > seg_end:  # crosses into the next field
+            _, seg_end, _ = scan.view.segment(got[0])
+            if got[1] > seg_end and scan.alt_pending and _enumish(data[seg_end:scan.view.segment(seg_end)[1]]):
+                return  # runs into "text"/"user"...: the view without those values judges it
+            if got[1] > seg_end:  # crosses into the next field: prefer a match inside the field
                 inside = self.matcher.extract(rule, data, seg_end)
-                if inside is not None and inside[0] == start:
-                    start, stop, secret = inside
-                else:
-                    transforms = chain + ("split",)
-        text = secret.decode("utf-8", "replace")
-        if not is_secret(rule.id, text, keyword=rule.keyword, min_entropy=rule.min_entropy):
+                candidates = [(inside, chain)] if inside is not None and inside[0] == got[0] else []
+                candidates.append((got, chain + ("split",)))
+        for (start, stop, secret), transforms in candidates:
+            if is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy):
+                break
+        else:
             return
         covered.setdefault(rule.id, []).append((start, stop))
         location = self._location(scan, start, origin)
@@ -332,6 +353,10 @@ def _window_key(family: str, start: int, entry: Entry) -> tuple[str, int, str]:
         assert entry.form is not None
         return family, start % 2, entry.form.separator
     return family, 0, ""
+
+
+def _enumish(value: bytes) -> bool:
+    return len(value) <= 24 and value.islower() and value.replace(b"_", b"").isalpha()
 
 
 def _run_ends(ends: list[int]) -> list[int]:

@@ -34,6 +34,7 @@ ESCAPE = "escape"
 _ALNUM_HEX = r"(?:3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|2[Dd]|5[Ff])"
 TRIGGERS = (
     (PERCENT, r"%" + _ALNUM_HEX),
+    (PERCENT, r"%25" + _ALNUM_HEX),  # encoded twice
     (ESCAPE, r"\\u00" + _ALNUM_HEX),
     (ESCAPE, r"\\x" + _ALNUM_HEX),
 )
@@ -66,6 +67,13 @@ def expand_anchor(anchor: str, charset: str) -> list[str]:
     return out
 
 
+def _expand_to(anchor: str, charset: str, length: int) -> list[str]:
+    out = [anchor]
+    while charset and len(out[0]) < length and len(out) * len(charset) <= 256:
+        out = [a + c for a in out for c in charset]
+    return out if len(out[0]) >= length else []
+
+
 def anchor_forms(rule: Rule) -> list[Form]:
     forms: list[Form] = []
     for anchor in rule.anchors:
@@ -73,9 +81,10 @@ def anchor_forms(rule: Rule) -> list[Form]:
         for lit in expanded:
             rev = lit[::-1]
             forms.append(Form(rev, REVERSED))
-            forms += base64_forms(lit) + base64_forms(rev) + base32_forms(lit)
-        raw = anchor.encode()
-        if len(raw) >= 3:
+            b64 = base64_forms(lit)
+            # base64 of base64: the determined run of the inner encoding, encoded again
+            forms += b64 + base64_forms(rev) + base32_forms(lit) + [g for f in b64 for g in base64_forms(f.text, min_chars=6)]
+        for raw in (a.encode() for a in _expand_to(anchor, rule.expand, 3)):
             forms += hex_forms(raw) + hex_forms(raw[::-1])
     return list({(f.text, f.family, f.phase): f for f in forms}.values())
 
@@ -116,19 +125,23 @@ class Matcher:
         exprs.append(expr)
         self.entries.append(entry)
 
-    def scan(self, data: bytes) -> list[tuple[int, int]]:
-        """(entry id, end offset) for every match, in order of end offset."""
+    def scan(self, data: bytes, limit: int = 1 << 62) -> list[tuple[int, int]]:
+        """(entry id, end offset) for every match, in order of end offset; stops after `limit`."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
         hits: list[tuple[int, int]] = []
         append = hits.append
 
-        def on_match(eid: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+        def on_match(eid: int, _start: int, end: int, _flags: int, _ctx: object) -> bool:
             append((eid, end))
+            return len(hits) >= limit  # True stops the scan
 
         if data:
-            self._db.scan(data, match_event_handler=on_match, scratch=scratch)
+            try:
+                self._db.scan(data, match_event_handler=on_match, scratch=scratch)
+            except hyperscan.ScanTerminated:
+                pass
         return hits
 
     def extract(self, rule: Rule, data: bytes, end: int) -> tuple[int, int, bytes] | None:

@@ -31,6 +31,9 @@ class ScanRequest:
 @dataclass
 class Built:
     view: View = field(default_factory=View)
+    # The JSON values again without short enum-like ones ("text", "user", "tool_result"):
+    # a token split over two content blocks is adjacent here, not in `view`.
+    alt: View = field(default_factory=View)
     keyed: list[tuple[str, str]] = field(default_factory=list)  # (value under a secret-ish key, location or "")
     issues: list[ScanIssue] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
@@ -145,8 +148,22 @@ def _json(out: Built, body: bytes, location: str, declared: bool) -> bool:
     out.keys.extend(keys)
     out.keyed.extend((v, "") for v in keyed)
     prefix = "body:" if location == "body" else location + ":"
-    out.view.add(Part(values, lambda: json_paths(doc, prefix)))
+    paths: list[list[str]] = []
+
+    def lazy_paths() -> list[str]:
+        if not paths:
+            paths.append(json_paths(doc, prefix))
+        return paths[0]
+
+    out.view.add(Part(values, lazy_paths))
+    kept = [i for i, v in enumerate(values) if not _enumish(v)]
+    if len(kept) < len(values):
+        out.alt.add(Part([values[i] for i in kept], lambda: [lazy_paths()[i] for i in kept]))
     return True
+
+
+def _enumish(value: str) -> bool:
+    return len(value) <= 24 and value.islower() and value.replace("_", "").isalpha()
 
 
 def _form(out: Built, body: bytes, location: str) -> None:

@@ -68,7 +68,7 @@ PROVIDER_RULES: tuple[Rule, ...] = (
     Rule("google-oauth-client-secret", r"GOCSPX-[A-Za-z0-9_-]{28}", ("GOCSPX-",), max_len=35),
     Rule("google-oauth-access-token", r"ya29\.[0-9A-Za-z_-]{30,1000}", ("ya29.",), expand=ALNUM + "_-", max_len=1010),
     Rule("gcp-service-account-key-id", r"private_key_id" + ASSIGN + r"([0-9a-f]{40})", ("private_key_id",), keyword=True, prefix=False, max_len=80),
-    Rule("private-key", r"-----BEGIN[ A-Z0-9]{0,25}PRIVATE KEY(?: BLOCK)?-----(?:\s|\\[rn]){0,8}[A-Za-z0-9+/=]{32}", ("-----BEGIN RSA PRIVATE", "-----BEGIN PRIVATE KEY", "-----BEGIN EC PRIVATE", "-----BEGIN OPENSSH PRIVATE", "-----BEGIN DSA PRIVATE", "-----BEGIN PGP PRIVATE", "-----BEGIN ENCRYPTED PRIVATE"), max_len=120, min_entropy=0.0),
+    Rule("private-key", r"-----BEGIN[ A-Z0-9]{0,25}PRIVATE KEY(?: BLOCK)?-----(?:\s|\\{1,8}[rn]){0,8}[A-Za-z0-9+/=]{32}", ("-----BEGIN RSA PRIVATE", "-----BEGIN PRIVATE KEY", "-----BEGIN EC PRIVATE", "-----BEGIN OPENSSH PRIVATE", "-----BEGIN DSA PRIVATE", "-----BEGIN PGP PRIVATE", "-----BEGIN ENCRYPTED PRIVATE"), max_len=120, min_entropy=0.0),
     Rule("azure-storage-account-key", r"AccountKey=([A-Za-z0-9+/]{86}==)", ("AccountKey=",), prefix=False, max_len=100),
     Rule("azure-ad-client-secret", r"[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}", tuple(f"{d}Q~" for d in "0123456789"), expand=ALNUM + "_~.-", prefix=False, max_len=40),
     Rule("azure-key", r"(?i)azure[a-z_]{0,30}key" + ASSIGN + r"([A-Za-z0-9+/]{32,88}={0,2})", _kw("azure_api_key", "azure_openai_key", "azure_subscription_key", "azure_storage_key", "azure_key"), keyword=True, prefix=False, max_len=160),
