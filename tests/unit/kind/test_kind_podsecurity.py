@@ -125,3 +125,18 @@ def test_only_agents_mount_the_ca_certificate_and_never_the_key():
                 assert secret not in text
         if workload == "scanner":
             assert kindrender.PROXY_CA_SECRET not in text
+
+
+def test_probe_scripts_exist_in_the_images():
+    """An exec probe naming a script the image does not ship would never pass."""
+    root = kindrender.KIND_DIR.parent / "images"
+    checked = 0
+    for workload, spec in pod_specs("one-agent"):
+        image = workload.split("-")[0]  # agent-dev -> agent
+        for c in spec["containers"]:
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                command = (c.get(probe) or {}).get("exec", {}).get("command", [])
+                if command and command[0].startswith("/usr/local/bin/"):
+                    assert (root / image / "files" / command[0].lstrip("/")).is_file(), command[0]
+                    checked += 1
+    assert checked == 3
