@@ -25,7 +25,7 @@ SCAN_DECISION = "yolo_cage.scan_decision"
 
 
 def _url(req: http.Request, host: Host) -> str:
-    default = 443 if req.scheme == "https" else 80
+    default = 443 if req.scheme == "https" or req.method == "CONNECT" else 80
     netloc = f"[{host.name}]" if ":" in host.name else host.name
     if req.port != default:
         netloc += f":{req.port}"

@@ -65,7 +65,7 @@ class Settings:
             ok, why = GUARDED[name]
             if not ok(getattr(ctx.options, name)):
                 raise exceptions.OptionsError(f"yolo-cage refuses {name}={getattr(ctx.options, name)!r}: {why}")
-        if updated & (OWN.keys() | {POOL_OPTION}) or self.runtime.config is None:
+        if updated & (OWN.keys() | {POOL_OPTION}):
             self._replace(self._build())
 
     def _build(self) -> Config:
