@@ -349,12 +349,37 @@ class KindBackend(Backend):
         self.kubectl("-n", self.project, *argv, capture=False, check=False)
 
     def read_audit(self, *, tail: int | None = None) -> list[str]:
-        """The proxy's audit log lines (read inside the proxy pod)."""
-        pod = self.pod_for("proxy")
-        out = self.kubectl("-n", self.project, "exec", pod, "-c", "proxy", "--", "cat", "/var/log/yolo-cage/audit.jsonl", echo=False)
+        """The proxy's audit log lines: from the proxy pod, or, while the cage is
+        down, from a short-lived reader pod mounting the kept audit claim."""
+        path = "/var/log/yolo-cage/audit.jsonl"
+        try:
+            pod = self.pod_for("proxy")
+        except BackendError:
+            out = self.kubectl("-n", self.project, *_reader_pod_args(image_ref("proxy", self.settings.images.tag), path), echo=False)
+        else:
+            out = self.kubectl("-n", self.project, "exec", pod, "-c", "proxy", "--", "cat", path, echo=False)
         lines = [line for line in out.stdout.splitlines() if line.strip()]
         return lines[-tail:] if tail else lines
 
+
+def _reader_pod_args(image: str, path: str) -> list[str]:
+    """`kubectl run` of a restricted, read-only pod that prints one file of the audit claim."""
+    container = {
+        "name": "reader",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": ["cat", path],
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "audit", "mountPath": "/var/log/yolo-cage", "readOnly": True}],
+    }
+    spec = {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "audit", "persistentVolumeClaim": {"claimName": "audit", "readOnly": True}}],
+    }
+    overrides = json.dumps({"apiVersion": "v1", "spec": spec})
+    return ["run", "yolo-cage-audit-reader", "--rm", "-i", "--restart=Never", f"--image={image}", f"--overrides={overrides}", "--quiet"]
 
 def _container(target: str) -> str:
     return target if target in ("proxy", "scanner") else "agent"

@@ -245,3 +245,12 @@ def test_registry_binds_each_agent_to_its_token_hash():
     reg = json.loads(kind.registry_json(cfg, {"alice": "secret-token"}, "192.168.0.0/16"))
     assert reg["alice"]["networks"] == ["192.168.0.0/16"]
     assert "secret-token" not in json.dumps(reg)
+
+
+def test_the_audit_reader_pod_meets_restricted_and_mounts_read_only():
+    from kit import podsecurity
+
+    args = kind._reader_pod_args("yolo-cage/proxy:local", "/var/log/yolo-cage/audit.jsonl")
+    spec = json.loads(next(a for a in args if a.startswith("--overrides=")).split("=", 1)[1])["spec"]
+    assert podsecurity.restricted_problems(spec) == []
+    assert spec["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
