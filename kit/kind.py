@@ -129,6 +129,9 @@ class KindBackend(Backend):
         overlay = self.state_dir() / "overlay"
         kindrender.write_overlay(overlay, self.project, [kindrender.AgentSpec.from_settings(a) for a in self.settings.agents])
         ctx.manifests = kindrender.load_all(kindrender.kustomize(overlay))
+        for doc in ctx.manifests:
+            if doc["kind"] == "Namespace":
+                doc["metadata"]["labels"].update(self.test_labels)
         config = kindcluster.cluster_config(self.kind_settings.node_image)
         problems = kindcluster.proxy_address_problems(config, _proxy_cluster_ip(ctx.manifests))
         if problems:
@@ -205,7 +208,6 @@ class KindBackend(Backend):
     def _namespace_and_secrets(self, ctx: _Run) -> None:
         self._refuse_other_cage()
         namespace = next(d for d in ctx.manifests if d["kind"] == "Namespace")
-        namespace["metadata"]["labels"].update(self.test_labels)
         existing = self.kubectl("get", "namespace", self.project, "--ignore-not-found", "-o", "name", echo=False)
         ctx.created_namespace = not existing.stdout.strip()
         self.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(namespace))
