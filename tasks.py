@@ -6,6 +6,7 @@ Thin on purpose: every task is a few typed lines calling kit/.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 from invoke import Collection, Exit, task
@@ -73,4 +74,110 @@ def build(c, only="", base="", extra_ca="", runtime_extra_ca=False, no_cache=Fal
     )
 
 
-ns = Collection(test, build)
+_BACKEND_HELP = {
+    "compose": "use the Docker Compose backend (the default unless the settings say `backend: kind`)",
+    "kind": "use the kind (Kubernetes) backend",
+}
+
+
+def _cage(compose: bool = False, kind: bool = False, **options):
+    from kit import cage
+
+    return _guard(lambda: cage.backend(compose=compose, kind=kind, **options))
+
+
+@task(help={**_BACKEND_HELP, "retain": "on failure keep what was built (to debug it) instead of removing it"})
+def up(c, compose=False, kind=False, retain=False):
+    """Bring the cage up: build images, write its configuration, start it, wait until healthy."""
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.up(retain=retain))
+
+
+@task(help={**_BACKEND_HELP, "remove_data": "also remove the data volumes (workspaces, homes, audit log)"})
+def down(c, compose=False, kind=False, remove_data=False):
+    """Remove the cage; keeps the data volumes (and says which) unless --remove-data."""
+    backend = _cage(compose, kind)
+    kept = _guard(lambda: backend.down(remove_data=remove_data))
+    if kept:
+        console.info("Kept data volumes (remove with `uv run invoke down --remove-data`): " + ", ".join(kept))
+    else:
+        console.info("Nothing kept: no container, network or volume of the cage is left.")
+
+
+@task(help=_BACKEND_HELP)
+def status(c, compose=False, kind=False):
+    """Show what runs in the cage, by role and agent, with health."""
+    st = _guard(lambda: _cage(compose, kind).status())
+    print(f"{st.backend} project {st.project}: {'up' if st.up else 'down'}")
+    for comp in st.components:
+        health = {True: "healthy", False: "unhealthy", None: "-"}[comp.healthy]
+        print(f"  {comp.role:9} {comp.agent or '':12} {comp.name:40} {comp.state:10} {health}")
+
+
+@task(help={**_BACKEND_HELP, "agent": "the agent's name (default: the first agent in the settings)"})
+def shell(c, agent="", compose=False, kind=False):
+    """Open a shell in an agent, as its user."""
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.shell(agent or backend.agents()[0]))
+
+
+@task(help={**_BACKEND_HELP, "agent": "the agent's name (default: the first agent in the settings)"})
+def attach(c, agent="", compose=False, kind=False):
+    """Attach to the agent's tmux session running `claude --dangerously-skip-permissions`."""
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.attach(agent or backend.agents()[0]))
+
+
+@task(
+    help={
+        **_BACKEND_HELP,
+        "target": "proxy, scanner, netguard, or an agent's name (default: proxy)",
+        "follow": "keep printing new lines",
+        "tail": "how many past lines to show (default 200)",
+    }
+)
+def logs(c, target="proxy", follow=False, tail=200, compose=False, kind=False):
+    """Print the logs of a part of the cage."""
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.logs(target, follow=follow, tail=tail))
+
+
+@task(
+    help={
+        **_BACKEND_HELP,
+        "tail": "only the last N decisions (default 50; 0 for all)",
+        "decision": "only this decision: allow, block, error or report",
+        "agent": "only this agent's requests",
+        "json": "print the raw JSON lines",
+    }
+)
+def audit(c, tail=50, decision="", agent="", json=False, compose=False, kind=False):
+    """Show the proxy's decisions (audit log): what was allowed or blocked, and why."""
+    from kit import auditlog
+
+    backend = _cage(compose, kind)
+    lines = _guard(lambda: backend.read_audit(tail=None))
+    auditlog.show(lines, tail=tail, decision=decision or None, agent=agent or None, raw=json)
+
+
+@task(help={"settings": "the settings file to check (default: $YOLO_CAGE_SETTINGS or ./yolo-cage.yaml)"})
+def doctor(c, settings=""):
+    """Check every prerequisite (engine, Compose, host isolation, settings, policy, disk) and say how to fix each."""
+    from pathlib import Path
+
+    from kit import doctor as doc
+
+    _guard(lambda: doc.doctor(Path(settings) if settings else None))
+
+
+@task(name="scanner", help={"quick": "fewer runs and samples (about a minute)"})
+def bench_scanner(c, quick=False):
+    """Benchmark the scanner against detect-secrets and llm-guard (speed, recall, hyperscan vs RE2)."""
+    argv = [sys.executable, "bench/scanner_bench.py"] + (["--quick"] if quick else [])
+    code = subprocess.call(argv)
+    if code:
+        raise Exit(code=code)
+
+
+bench = Collection("bench", bench_scanner)
+ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, bench)
