@@ -40,8 +40,10 @@ class Event:
     def src_ip(self) -> str:
         src = self.src
         if src.startswith("["):
-            return src[1 : src.index("]")]
-        return src.rsplit(":", 1)[0] if src.count(":") == 1 else src
+            src = src[1 : src.index("]")]
+        elif src.count(":") == 1:
+            src = src.rsplit(":", 1)[0]
+        return src.removeprefix("::ffff:")
 
     def blobs(self, index: int) -> Iterator[Blob]:
         for name, value in self.raw.items():

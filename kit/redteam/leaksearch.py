@@ -26,7 +26,7 @@ from kit.redteam.canaries import FRAGMENT, Canary
 
 ANCHOR = 6
 MAX_DEPTH = 3
-MAX_VIEWS = 400  # per blob: a capture crafted to explode the search is itself a finding
+MAX_VIEWS = 2000  # per blob: a capture crafted to explode the search is itself a finding
 MAX_INFLATE = 16 * 1024 * 1024
 MAX_BYTES = 64 * 1024 * 1024  # per blob, over all its views
 
@@ -35,6 +35,8 @@ _B32_RUN = re.compile(rb"[A-Za-z2-7]{20,}={0,6}")
 _HEX_RUN = re.compile(rb"(?:[0-9a-fA-F]{2}[:\s-]?){12,}")
 _PCT = re.compile(rb"%[0-9a-fA-F]{2}")
 _JSON_ESC = re.compile(rb'\\u[0-9a-fA-F]{4}|\\["\\/bfnrt]')
+# A host name whose labels carry data: long labels, joined by dots.
+_LONG_LABELS = re.compile(rb"(?:[A-Za-z0-9-]{16,63}\.)+[A-Za-z0-9-]+")
 _ZLIB_HEADS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 
 
@@ -129,11 +131,21 @@ def views(blob: Blob) -> Iterator[tuple[tuple[str, ...], bytes]]:
 
 
 def decodings(data: bytes, *, fold: bool = False) -> Iterator[tuple[str, bytes]]:
-    """One step of decoding: each way ``data`` could be hiding something."""
+    """One step of decoding: each way ``data`` could be hiding something.
+
+    Whole-blob decodings come first: the search is breadth first and bounded,
+    and these are few and the likeliest to lead somewhere.
+    """
     if _PCT.search(data):
         yield "url", urllib.parse.unquote_to_bytes(data)
     if _JSON_ESC.search(data):
         yield "json-unicode", _json_unescape(data)
+    if _LONG_LABELS.search(data):
+        yield "labels", _LONG_LABELS.sub(lambda m: m.group(0).replace(b".", b""), data)
+    name = dns_wire_name(data)
+    if name:
+        yield "dns-message", name
+    yield from _inflations(data)
     yield "reversed", data[::-1]
     for run in _B64_RUN.findall(data):
         for decoded in _base64_alignments(run):
@@ -145,10 +157,6 @@ def decodings(data: bytes, *, fold: bool = False) -> Iterator[tuple[str, bytes]]
     for run in _HEX_RUN.findall(data):
         for decoded in _hex_alignments(run):
             yield "hex", decoded
-    name = dns_wire_name(data)
-    if name:
-        yield "dns-message", name
-    yield from _inflations(data)
 
 
 def dns_wire_name(data: bytes) -> bytes:
