@@ -197,8 +197,8 @@ class Engine:
             return
         candidates = [(got, chain)]
         if origin is None and scan.view.parts:
-            _, seg_end, _ = scan.view.segment(got[0])
-            if got[1] > seg_end and scan.alt_pending and _enumish(data[seg_end:scan.view.segment(seg_end)[1]]):
+            _, seg_end = scan.view.bounds(got[0])
+            if got[1] > seg_end and scan.alt_pending and _enumish(data[seg_end:scan.view.bounds(seg_end)[1]]):
                 return  # runs into "text"/"user"...: the view without those values judges it
             if got[1] > seg_end:  # crosses into the next field: prefer a match inside the field
                 inside = self.matcher.extract(rule, data, seg_end)
@@ -300,7 +300,7 @@ class Engine:
             start = end - len(form.text)
             if any(s <= start < e for s, e in covered.get(rule.id, ())):
                 continue
-            _, seg_end, _ = scan.view.segment(start)
+            _, seg_end = scan.view.bounds(start)
             tail = data[start:seg_end]
             if len(tail) >= rule.max_len or tail.translate(_TOKEN_TABLE).count(b"\x00"):
                 continue  # not at the end of its field, or not token characters

@@ -90,8 +90,17 @@ class View:
             self._starts = starts
         return self._data
 
+    def bounds(self, offset: int) -> tuple[int, int]:
+        """(start, end) of the value holding `offset`, without building locations."""
+        start, end, _, _ = self._find(offset)
+        return start, end
+
     def segment(self, offset: int) -> tuple[int, int, str]:
         """(segment start, segment end, location) of the value holding `offset`."""
+        start, end, part, index = self._find(offset)
+        return start, end, part.location(index)
+
+    def _find(self, offset: int) -> tuple[int, int, Part, int]:
         _ = self.data
         assert self._starts is not None
         pi = max(0, bisect_right(self._starts, offset) - 1)
@@ -100,7 +109,7 @@ class View:
         offs = part.offsets()
         vi = max(0, bisect_right(offs, offset - base) - 1)
         end = offs[vi + 1] if vi + 1 < len(offs) else len(part.blob)
-        return base + offs[vi], base + end, part.location(vi)
+        return base + offs[vi], base + end, part, vi
 
     def heads(self, n: int, limit: int) -> list[tuple[bytes, int, int]]:
         """The first `n` bytes of up to `limit` values, with (part, value) indexes (split probes)."""
