@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from kit.backend import Backend
 from kit.errors import BackendError
-from kit.names import LABEL_AGENT, LABEL_ROLE, PROXY_PORT
+from kit.names import LABEL_AGENT, LABEL_PROJECT, LABEL_ROLE, PROXY_PORT
 from kit.redteam.targets import Targets
 from kit.redteam.world import World
 
@@ -39,7 +39,10 @@ class ComposeWorld(World):
     # --- finding parts -------------------------------------------------------------------
 
     def _containers(self, role: str, agent: str | None = None) -> list:
-        labels = [f"{PROJECT_LABEL}={self.project}", f"{LABEL_ROLE}={role}"]
+        # Cage parts belong to the Compose project; the test-only sink is started
+        # beside it and carries the kit's project label instead.
+        project = f"{LABEL_PROJECT}={self.project}" if role == "sink" else f"{PROJECT_LABEL}={self.project}"
+        labels = [project, f"{LABEL_ROLE}={role}"]
         if agent:
             labels.append(f"{LABEL_AGENT}={agent}")
         return self.client.containers.list(all=True, filters={"label": labels})
@@ -135,15 +138,7 @@ class ComposeWorld(World):
     # --- the sink's capture ---------------------------------------------------------------------
 
     def _capture_bytes(self) -> bytes:
-        sink = self.container("sink")
-        try:
-            stream, _ = sink.get_archive(CAPTURE)
-        except Exception as exc:  # noqa: BLE001 - docker.errors.NotFound and friends
-            raise BackendError(f"cannot read the sink's capture {CAPTURE}: {exc}") from exc
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-            member = archive.getmembers()[0]
-            handle = archive.extractfile(member)
-            return handle.read() if handle else b""
+        return read_file(self.container("sink"), CAPTURE)
 
     def sink_mark(self) -> int:
         return len(self._capture_bytes())
@@ -188,3 +183,15 @@ class ComposeWorld(World):
                 return
             time.sleep(0.5)
         raise BackendError(f"{container.name} did not become healthy again within {timeout:.0f}s after the fault")
+
+
+def read_file(container, path: str) -> bytes:
+    """A file from a container through the archive API (no shell needed in it)."""
+    try:
+        stream, _ = container.get_archive(path)
+    except Exception as exc:  # noqa: BLE001 - docker.errors.NotFound and friends
+        raise BackendError(f"cannot read {path} from {container.name}: {exc}") from exc
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member else None
+        return handle.read() if handle else b""

@@ -88,6 +88,14 @@ def parse_scripts(doc: Any, source: str = "<scripts>") -> dict[tuple[str, str], 
     return out
 
 
+def parse_keys(doc: Any, source: str = "<scripts>") -> frozenset[str]:
+    """SHA-256 hex digests of the API keys this run's client may present (``accept_keys_sha256``)."""
+    keys = doc.get("accept_keys_sha256", []) if isinstance(doc, dict) else []
+    if not isinstance(keys, list) or not all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in keys):
+        raise ScriptError(f"{source}: 'accept_keys_sha256' must be a list of SHA-256 hex digests")
+    return frozenset(keys)
+
+
 class Library:
     """Every scripts file of a directory, reloaded when the directory changes."""
 
@@ -96,6 +104,7 @@ class Library:
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[str, int, int], ...] | None = None
         self._scripts: dict[tuple[str, str], Script] = {}
+        self._keys: frozenset[str] = frozenset()
         self.errors: list[str] = []
 
     def get(self, run: str, scenario: str) -> Script | None:
@@ -103,19 +112,28 @@ class Library:
             self._refresh()
             return self._scripts.get((run, scenario))
 
+    def accepted_keys(self) -> frozenset[str]:
+        """The API keys any loaded run accepts (empty: no run asked for a check)."""
+        with self._lock:
+            self._refresh()
+            return self._keys
+
     def _refresh(self) -> None:
         files = sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []
         stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         if stamp == self._stamp:
             return
         scripts: dict[tuple[str, str], Script] = {}
+        keys: set[str] = set()
         errors = []
         for path in files:
             try:
-                scripts.update(parse_scripts(json.loads(path.read_text(encoding="utf-8")), path.name))
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                scripts.update(parse_scripts(doc, path.name))
+                keys |= parse_keys(doc, path.name)
             except (OSError, ValueError) as exc:
                 errors.append(f"{path.name}: {exc}")
-        self._stamp, self._scripts, self.errors = stamp, scripts, errors
+        self._stamp, self._scripts, self._keys, self.errors = stamp, scripts, frozenset(keys), errors
 
 
 def find_marker(request: MessagesRequest) -> tuple[str, str] | None:

@@ -8,9 +8,10 @@
   unknown route (404 with the API's error shape), so a client that probes
   something new shows up in the transcript instead of breaking the run.
 
-With ``expected_keys`` set, the Messages routes answer 401 unless the request
-carries one of those keys (``x-api-key`` or ``Authorization: Bearer``), like
-the real API; every request's key is recorded as a fingerprint either way.
+When a loaded scripts file lists ``accept_keys_sha256``, the Messages routes
+answer 401 unless the request carries one of those keys (``x-api-key`` or
+``Authorization: Bearer``), like the real API; every request's key is
+recorded as a fingerprint either way.
 TLS handshakes run in the request's thread, never in the accept loop.
 """
 
@@ -23,7 +24,7 @@ import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,16 +45,15 @@ class Model:
 
     library: s.Library
     transcript: Transcript
-    expected_keys: frozenset[str] = frozenset()  # SHA-256 hex of accepted keys; empty: accept any
-    stats: dict[str, int] = field(default_factory=dict)
 
-    def key_ok(self, credentials: Mapping[str, Any], raw: Iterable[tuple[str, str]]) -> bool:
-        if not self.expected_keys:
+    def key_ok(self, headers: Iterable[tuple[str, str]]) -> bool:
+        accepted = self.library.accepted_keys()
+        if not accepted:
             return True
-        for name, value in raw:
+        for name, value in headers:
             lower = name.lower()
             if lower in ("x-api-key", "authorization"):
-                if hashlib.sha256(credential_value(lower, value).encode()).hexdigest() in self.expected_keys:
+                if hashlib.sha256(credential_value(lower, value).encode()).hexdigest() in accepted:
                     return True
         return False
 
@@ -107,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
                 "http_version": self.request_version}
         model = self.server.model
         route = (self.command, url.path.rstrip("/"))
-        if route in (("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens")) and not model.key_ok(credentials, self.headers.items()):
+        if route in (("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens")) and not model.key_ok(self.headers.items()):
             self._json(401, p.error_body("authentication_error", "invalid x-api-key"))
             model.transcript.record("rejected", **base, status=401, reason="no accepted API key")
             return
@@ -254,5 +254,5 @@ def tls_context(cert_chain: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def build(scripts: Path, transcript_dir: Path, expected_keys: Iterable[str] = ()) -> Model:
-    return Model(s.Library(scripts), Transcript(transcript_dir), frozenset(k.lower() for k in expected_keys))
+def build(scripts: Path, transcript_dir: Path) -> Model:
+    return Model(s.Library(scripts), Transcript(transcript_dir))

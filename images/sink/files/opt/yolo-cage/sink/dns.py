@@ -56,6 +56,23 @@ def parse_query(packet: bytes) -> Query:
     return Query(qid, flags, ".".join(labels), qtype, qclass, packet[12 : pos + 4])
 
 
+def address_for(qname: str, default: str) -> str:
+    """The address a name resolves to: ``default``, except ``a-b-c-d.ip.<anything>``, which is a.b.c.d.
+
+    The red team uses such names (like nip.io's) to make the proxy resolve an
+    attacker-controlled name to a private, loopback or metadata address: the
+    proxy must check the address it resolved, not only the name.
+    """
+    labels = qname.lower().rstrip(".").split(".")
+    for first, second in zip(labels, labels[1:]):
+        if second == "ip":
+            try:
+                return str(ipaddress.IPv4Address(first.replace("-", ".")))
+            except ValueError:
+                continue
+    return default
+
+
 def answer(query: Query, address: str) -> bytes:
     """An authoritative answer: A or TXT when asked for, otherwise no records (NOERROR)."""
     rdata = b""

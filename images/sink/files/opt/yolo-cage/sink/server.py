@@ -278,7 +278,7 @@ class Sink:
         self.capture.record(
             "dns", f"udp/{port}", src=src, id=query.id, qname=query.qname, qtype=query.qtype_name, raw_b64=b64(data)
         )
-        return dns.answer(query, self.config.dns_answer)
+        return dns.answer(query, dns.address_for(query.qname, self.config.dns_answer))
 
     def _icmp_readable(self, sock: socket.socket) -> None:
         try:

@@ -1,0 +1,201 @@
+"""The attacker's world around a Compose cage, for the red team (TEST ONLY, never a product cage).
+
+A cage brought up here differs from a user's in exactly these ways:
+
+- the attacker ``sink`` container sits on the cage's egress network, under
+  paste-site and arbitrary names, at a fixed address;
+- the proxy's resolver is the sink (``dns:`` in the overlay), and the sink
+  answers every name with its own address and is the authoritative server of
+  ``exfil.attacker.test``: a name the proxy resolves shows up in the sink's
+  DNS log, and no query ever reaches the host's real resolver;
+- the egress network is internal: whatever the proxy lets through can only
+  reach the sink (a metadata or other off-host address has no route), so the
+  whole catalog runs without any packet leaving this machine;
+- the policy allows the sink's subnet (``destinations.unsafe_allow_private_networks``)
+  and the proxy trusts the sink's CA for upstream TLS;
+- two agents, so "another agent" is a real target.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit import console, state
+from kit.errors import CageError
+from kit.names import LABEL_ROLE, LABEL_TEST, image_ref
+
+SINK_ALIASES = (
+    # The seed blocklist, and names like it that are not on it.
+    "pastebin.com", "www.pastebin.com", "paste.ee", "hastebin.com", "dpaste.org", "file.io", "transfer.sh",
+    "0x0.st", "ix.io", "sprunge.us", "termbin.com", "rentry.co", "paste.rs", "ghostbin.example",
+    # Arbitrary attacker names.
+    "collect.attacker.test", "git.attacker.test", "dns.attacker.test", "exfil.attacker.test", "telemetry-cdn.example",
+)
+AGENTS = ("dev", "peer")
+SINK_HOST = 200  # the sink's address within the egress subnet
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class TestCage:
+    backend: object  # kit.compose.ComposeBackend
+    client: object
+    run_id: str
+    sink: object  # the docker container
+    side_network: object
+    egress4: ipaddress.IPv4Network
+    egress6: ipaddress.IPv6Network
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sink_ip(self) -> str:
+        return str(self.egress4.network_address + SINK_HOST)
+
+    def stop(self) -> None:
+        """Remove the cage (containers, networks, volumes, host rules) and the sink."""
+        try:
+            self.backend.down(remove_data=True)  # type: ignore[attr-defined]
+        finally:
+            _remove_quietly(self.sink)
+            _remove_quietly(self.side_network)
+
+
+def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = AGENTS, build: bool = True) -> TestCage:
+    """Bring up a red-team cage named ``project``; on failure nothing is left behind."""
+    from kit import settings as settings_mod
+    from kit.compose import ComposeBackend, docker_client
+
+    client = docker_client()
+    run_id = run_id or f"rt{time.strftime('%m%d%H%M%S')}{secrets.token_hex(2)}"
+    labels = {LABEL_TEST: run_id}
+    egress4 = free_subnet(client)
+    egress6 = ipaddress.ip_network(f"fd7d:{secrets.randbelow(0xFFFF):x}:{secrets.randbelow(0xFFFF):x}::/64")
+    sink_ip = str(egress4.network_address + SINK_HOST)
+    workdir = state.project_dir(project) / "redteam"
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = settings_mod.from_mapping(
+        {"apiVersion": settings_mod.API_VERSION, "kind": settings_mod.KIND, "project": project,
+         "agents": [{"name": a} for a in agents]},
+        source="red-team test cage",
+    )
+    if build:
+        _ensure_images(client, settings)
+    sink, side = _start_sink(client, project, run_id, labels, sink_ip, settings.images.tag)
+    backend = None
+    try:
+        ca_pem = _wait_ready(sink)
+        backend = ComposeBackend(settings, policy_file=write_policy(workdir, egress4),
+                                 extra_files=[write_overlay(workdir, egress4, egress6, sink_ip)],
+                                 test_labels={**labels, "yolo-cage.redteam": "1"}, upstream_cas={"sink": ca_pem},
+                                 build=False)
+        backend.up()
+        client.networks.get(f"{project}_egress").connect(
+            sink, ipv4_address=sink_ip, ipv6_address=str(egress6.network_address + 0x200), aliases=list(SINK_ALIASES))
+    except BaseException:
+        if backend is not None:
+            backend.down(remove_data=True)
+        _remove_quietly(sink)
+        _remove_quietly(side)
+        raise
+    return TestCage(backend, client, run_id, sink, side, egress4, egress6, labels)
+
+
+def write_overlay(workdir: Path, egress4, egress6, sink_ip: str) -> Path:
+    path = workdir / "compose.redteam.yaml"
+    path.write_text(
+        "# Red-team overlay (kit/redteam/testcage.py): TEST ONLY.\n"
+        "services:\n"
+        "  proxy:\n"
+        "    # Every name the proxy resolves is asked of the attacker's sink, never the host's resolver.\n"
+        f"    dns: [{sink_ip}]\n"
+        "networks:\n"
+        "  egress:\n"
+        "    # Whatever the proxy lets through can reach only the sink: nothing leaves this machine.\n"
+        "    internal: true\n"
+        "    enable_ipv6: true\n"
+        "    ipam:\n"
+        "      config:\n"
+        f"        - subnet: {egress4}\n"
+        f"        - subnet: {egress6}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def write_policy(workdir: Path, egress4) -> Path:
+    """The default policy plus the one test-only loosening: the sink's subnet counts as the internet."""
+    path = workdir / "policy.redteam.yaml"
+    path.write_text(
+        "apiVersion: yolo-cage.dev/v1alpha1\nkind: Policy\n"
+        f"destinations:\n  unsafe_allow_private_networks: ['{egress4}']\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def free_subnet(client) -> ipaddress.IPv4Network:
+    """A /24 in 10.214.0.0/16 that no Docker network uses."""
+    used = [ipaddress.ip_network(c["Subnet"]) for net in client.networks.list()
+            for c in (net.attrs.get("IPAM") or {}).get("Config") or [] if c.get("Subnet") and ":" not in c["Subnet"]]
+    pool = list(ipaddress.ip_network("10.214.0.0/16").subnets(new_prefix=24))
+    start = secrets.randbelow(len(pool))
+    for candidate in pool[start:] + pool[:start]:
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise CageError("no free /24 left in 10.214.0.0/16 for the red team's egress network")
+
+
+def _start_sink(client, project: str, run_id: str, labels: dict[str, str], sink_ip: str, tag: str):
+    side = client.networks.create(f"{project}-sink-side", driver="bridge", internal=True, labels=dict(labels))
+    try:
+        sink = client.containers.run(
+            image_ref("sink", tag), name=f"{project}-sink", detach=True, network=side.name,
+            environment={"SINK_DNS_ANSWER": sink_ip},
+            cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE", "NET_RAW"], security_opt=["no-new-privileges:true"],
+            labels={**labels, LABEL_ROLE: "sink", "yolo-cage.project": project},
+        )
+    except BaseException:
+        _remove_quietly(side)
+        raise
+    return sink, side
+
+
+def _wait_ready(sink) -> bytes:
+    from kit.redteam.compose_world import read_file
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        sink.reload()
+        if sink.status == "exited":
+            raise CageError(f"the sink exited: {sink.logs().decode(errors='replace')[-800:]}")
+        if b"yolo-cage sink ready" in sink.logs():
+            return read_file(sink, "/capture/sink-ca.crt")
+        time.sleep(0.3)
+    raise CageError(f"the sink did not become ready: {sink.logs().decode(errors='replace')[-800:]}")
+
+
+def _ensure_images(client, settings) -> None:
+    from kit import images
+    from kit.compose import _has_image
+
+    wanted = ["netguard", "scanner", "proxy", "agent", "sink"]
+    missing = [n for n in wanted if not _has_image(client, image_ref(n, settings.images.tag))]
+    if missing:
+        console.info(f"building the images the red team needs: {', '.join(missing)}")
+        images.build(images.options(settings.images, only=",".join(missing)))
+
+
+def _remove_quietly(thing) -> None:
+    from docker.models.containers import Container
+
+    try:
+        if isinstance(thing, Container):
+            thing.remove(force=True)
+        else:
+            thing.remove()
+    except Exception as exc:  # noqa: BLE001 - teardown goes on; the test run's reaper catches leftovers
+        console.warn(f"could not remove {getattr(thing, 'name', thing)}: {exc}")
