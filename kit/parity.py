@@ -215,6 +215,14 @@ def _docker_socket(service: Mapping[str, Any]) -> bool:
     return False
 
 
+def _reaches_host(network: Mapping[str, Any] | None) -> bool:
+    """Every bridge network's gateway is the host, unless the engine isolates it."""
+    opts = (network or {}).get("driver_opts") or {}
+    isolated_v4 = opts.get("com.docker.network.bridge.gateway_mode_ipv4") == "isolated"
+    isolated_v6 = opts.get("com.docker.network.bridge.gateway_mode_ipv6") == "isolated" or not (network or {}).get("enable_ipv6")
+    return not ((network or {}).get("internal") and isolated_v4 and isolated_v6)
+
+
 def compose_pairs(project: Mapping[str, Any]) -> set[tuple[str, str]]:
     """The (src, dst) pairs of endpoints the Compose networks let through."""
     services = project.get("services") or {}
@@ -230,8 +238,8 @@ def compose_pairs(project: Mapping[str, Any]) -> set[tuple[str, str]]:
                 pairs.add((src, dst))
         if outside:
             pairs |= {(src, dst) for dst in ("internet", "dns", "private", "metadata")}
-        if outside or nets:
-            pairs.add((src, "host"))  # every bridge network's gateway is the host
+        if mode == "host" or any(_reaches_host(networks.get(n)) for n in nets):
+            pairs.add((src, "host"))
         if _docker_socket(services[name]):
             pairs.add((src, "cluster-api"))
         if services[name].get("ports"):
@@ -263,7 +271,35 @@ def stale_gaps(project: Mapping[str, Any]) -> list[flows.Gap]:
     ]
 
 
-def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (!reset, !override) read as their plain values."""
+
+
+_ComposeLoader.add_multi_constructor(
+    "!",
+    lambda loader, _tag, node: (
+        loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)
+    ),
+)
+
+
+def load_compose(path: Path = COMPOSE_FILE, *overlays: Path) -> dict[str, Any]:
+    """The Compose file with overlays merged (mappings merged, other values replaced)."""
     if not path.exists():
         raise CageError(f"{path} does not exist")
-    return yaml.safe_load(path.read_text())
+    project = yaml.load(path.read_text(), Loader=_ComposeLoader)  # noqa: S506 - SafeLoader subclass
+    for overlay in overlays:
+        _merge(project, yaml.load(overlay.read_text(), Loader=_ComposeLoader))  # noqa: S506
+    return project
+
+
+def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value

@@ -253,3 +253,11 @@ def test_an_unknown_role_is_refused():
     project["services"]["debug"] = {"image": "x", "labels": {"yolo-cage.role": "debug"}}
     with pytest.raises(Exception, match="not in the flow table"):
         parity.check_compose(project)
+
+
+def test_compose_with_the_engines_isolated_gateway_closes_the_host_gaps():
+    project = parity.load_compose(parity.COMPOSE_FILE, parity.COMPOSE_FILE.parent / "host-gateway.yaml")
+    assert parity.check_compose(project) == []
+    closed = {(g.src, g.dst) for g in parity.stale_gaps(project)}
+    assert {("agent", "host"), ("scanner", "host")} <= closed
+    assert ("proxy", "host") not in closed  # the egress network still reaches the host: the addon covers it
