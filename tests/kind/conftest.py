@@ -7,8 +7,8 @@ run id: the cluster `yc-<run id>`, a sink namespace labelled
 `yolo-cage.test=<run id>`; the session deletes the cluster at the end.
 
 Test-only additions, applied after `up` (never part of the product):
-- namespace `yc-sink`: the attacker sink (`pastebin.com` for the proxy, via the
-  policy's host override), and an unrestricted probe pod used as the
+- namespace `yc-sink`: the sink (www.example.org and pastebin.com for the
+  proxy, via the policy's host overrides), and an unrestricted probe pod used as the
   "allowed" control of every blocked flow;
 - a hostNetwork listener on the node at 169.254.169.254:80 (an address the
   test adds to the node), so "metadata is blocked" has a live control;
@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 SINK_NS = "yc-sink"
 SINK_IP = "10.96.0.90"  # in the Service range's static band, beside the proxy's
 METADATA_IP = "169.254.169.254"
+CLEAN_HOST = "www.example.org"
+PASTE_HOST = "pastebin.com"
 
 # One probe for every pod (python3 is in every image): TCP connect, or a DNS query over UDP.
 PROBE = textwrap.dedent(
@@ -100,7 +102,9 @@ def live_cage(tmp_path_factory) -> Iterator[LiveCage]:
         "apiVersion": "yolo-cage.dev/v1alpha1",
         "kind": "Policy",
         "destinations": {
-            "unsafe_host_overrides": {"pastebin.com": SINK_IP},
+            # Both names lead to the sink: the first is a clean destination, the
+            # second a paste site the proxy's blocklist refuses.
+            "unsafe_host_overrides": {CLEAN_HOST: SINK_IP, PASTE_HOST: SINK_IP},
             "unsafe_allow_private_networks": [f"{SINK_IP}/32"],
         },
     }

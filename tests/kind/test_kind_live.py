@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.kind.conftest import METADATA_IP, SINK_IP, SINK_NS
+from tests.kind.conftest import CLEAN_HOST, METADATA_IP, PASTE_HOST, SINK_IP, SINK_NS
 
 pytestmark = [pytest.mark.kind, pytest.mark.slow]
 
@@ -24,14 +24,23 @@ def test_agent_reaches_the_proxy_with_the_cage_ca(live_cage):
     assert result.returncode == 0, result.text
 
 
+def _through_proxy(live_cage, url: str) -> str:
+    argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", url]
+    return live_cage.backend.exec("alice", argv, timeout=60).stdout.decode().strip()
+
+
 def test_a_clean_request_through_the_proxy_reaches_the_sink(live_cage):
     marker = f"clean-{live_cage.run_id}"
-    result = live_cage.backend.exec(
-        "alice", ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", f"http://pastebin.com/{marker}"],
-        timeout=60,
-    )
-    assert result.stdout.decode().strip() == "200", result.text
+    assert _through_proxy(live_cage, f"http://{CLEAN_HOST}/{marker}") == "200"
     assert any(marker in json.dumps(e) for e in live_cage.sink_events())
+
+
+def test_a_paste_site_is_refused_by_the_proxy(live_cage):
+    # Control: the same sink, through the same proxy, under a clean name.
+    assert _through_proxy(live_cage, f"http://{CLEAN_HOST}/control-{live_cage.run_id}") == "200"
+    marker = f"paste-{live_cage.run_id}"
+    assert _through_proxy(live_cage, f"http://{PASTE_HOST}/{marker}") == "403"
+    assert not any(marker in json.dumps(e) for e in live_cage.sink_events())
 
 
 def test_agent_cannot_reach_the_sink_directly(live_cage):
