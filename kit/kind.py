@@ -94,6 +94,7 @@ class KindBackend(Backend):
     def up(self, *, retain: bool = False) -> None:
         ctx = _Run()
         steps = [
+            Step("check the policy", self._check_policy),
             Step("check kind, kubectl, docker and the images", self._prerequisites),
             Step("render the manifests", lambda: self._render(ctx)),
             Step(f"kind cluster {self.cluster}", lambda: self._cluster(ctx), undo=lambda: self._undo_cluster(ctx)),
@@ -109,6 +110,19 @@ class KindBackend(Backend):
         ]
         run_steps(steps, retain=retain)
         console.info(f"\nThe cage is up on kind cluster {self.cluster}. Next: uv run invoke attach --kind")
+
+    def _check_policy(self) -> None:
+        """The proxy must not start on a policy it would refuse; loosening is said out loud."""
+        from addon import policy as policy_model
+
+        if self.policy_file is None:
+            return
+        try:
+            checked = policy_model.load(self.policy_file)
+        except policy_model.PolicyError as exc:
+            raise CageError(str(exc)) from None
+        for item in policy_model.loosening(checked):
+            console.warn(f"policy loosens isolation: {item}")
 
     def _prerequisites(self) -> None:
         for argv in (["kind", "version"], ["kubectl", "version", "--client"], ["docker", "version"]):

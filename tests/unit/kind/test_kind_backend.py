@@ -254,3 +254,14 @@ def test_the_audit_reader_pod_meets_restricted_and_mounts_read_only():
     spec = json.loads(next(a for a in args if a.startswith("--overrides=")).split("=", 1)[1])["spec"]
     assert podsecurity.restricted_problems(spec) == []
     assert spec["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_a_bad_policy_stops_up_before_anything_runs(backend, tmp_path, monkeypatch):
+    b, fake = backend()
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("apiVersion: yolo-cage.dev/v1alpha1\nkind: Policy\nno_such_key: 1\n")
+    b.policy_file = bad
+    with pytest.raises(StepError) as err:
+        b.up()
+    assert err.value.step == "check the policy"
+    assert fake.commands == []
