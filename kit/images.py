@@ -50,6 +50,7 @@ IMAGES: dict[str, ImageSpec] = {
         ImageSpec("netguard", uses_extra_ca=False),
         ImageSpec("agent"),
         ImageSpec("sink", ("sink",), test_only=True),
+        ImageSpec("model", test_only=True, uses_extra_ca=False),
     )
 }
 PRODUCT_IMAGES = tuple(name for name, spec in IMAGES.items() if not spec.test_only)
@@ -87,7 +88,7 @@ def options(
     ``images_settings`` is ``kit.settings.Images`` (or None for the defaults);
     ``None`` for a flag means "not given on the command line".
     """
-    get = lambda key, default: getattr(images_settings, key, default) if images_settings is not None else default  # noqa: E731
+    get = lambda key, default: getattr(images_settings, key, default) if images_settings is not None else default
     return BuildOptions(
         only=parse_only(only),
         base=base or get("base_mode", "auto"),

@@ -24,7 +24,9 @@ FILE = "transcript.jsonl"
 
 
 def fingerprint(value: str) -> dict[str, Any]:
-    return {"sha256_16": hashlib.sha256(value.encode()).hexdigest()[:16], "length": len(value), "prefix": value[:7]}
+    # A provider prefix ("sk-ant-") tells a key from a placeholder; short values show nothing.
+    prefix = value[:7] if len(value) >= 20 else ""
+    return {"sha256_16": hashlib.sha256(value.encode()).hexdigest()[:16], "length": len(value), "prefix": prefix}
 
 
 def credential_value(name: str, value: str) -> str:

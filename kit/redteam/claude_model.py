@@ -1,0 +1,196 @@
+"""The scripted model's container, seen from the host: TLS, start, scripts in, transcript out.
+
+TEST ONLY. The model (``images/model``, code in :mod:`kit.redteam.model`)
+stands where ``api.anthropic.com`` would be: on the cage's egress network at
+a fixed address, which the test policy names for that host
+(``destinations.unsafe_host_overrides``), so Claude Code's API calls take the
+same path as in production, agent -> proxy (scan, audit) -> upstream TLS.
+
+Its TLS identity comes from a CA made here, on the host, before the cage is
+up: the cage's proxy must trust that CA for upstream TLS from its start
+(``upstream_cas``), and the image stays standard-library only. Scripts go in,
+and the transcript comes out, through the archive API: the model has no
+control endpoint an agent could reach through the proxy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import ipaddress
+import json
+import tarfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kit.errors import CageError
+from kit.names import LABEL_ROLE, image_ref
+
+API_HOST = "api.anthropic.com"
+STATE = "/var/lib/yolo-cage-model"
+TRANSCRIPT = f"{STATE}/transcript.jsonl"
+MODEL_UID = 10003
+MODEL_HOST = 201  # the model's address within the egress subnet (the sink has .200)
+READY_TIMEOUT = 60.0
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelTLS:
+    ca_pem: bytes  # what the proxy trusts upstream
+    chain_pem: bytes  # leaf + CA, what the model serves
+    key_pem: bytes  # the leaf's key (the CA's key is thrown away once the leaf is signed)
+    names: tuple[str, ...]
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _usage(ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                         encipher_only=False, decipher_only=False)
+
+
+def make_tls(names: Iterable[str] = (API_HOST,), days: int = 7) -> ModelTLS:
+    """A throwaway CA and one leaf for ``names``, strict enough for OpenSSL's and Python's X.509 checks."""
+    names = tuple(names)
+    now = dt.datetime.now(dt.UTC)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (x509.CertificateBuilder().subject_name(_name("yolo-cage test model CA")).issuer_name(_name("yolo-cage test model CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(_usage(ca=True), critical=True).add_extension(ca_ski, critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    sans = [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names]
+    leaf = (x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(ca.subject)
+            .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_usage(ca=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    key = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return ModelTLS(ca.public_bytes(pem), leaf.public_bytes(pem) + ca.public_bytes(pem), key, names)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+# --- the container -----------------------------------------------------------------------------
+
+
+def model_address(egress4: ipaddress.IPv4Network) -> str:
+    return str(egress4.network_address + MODEL_HOST)
+
+
+def policy_fragment(egress4: ipaddress.IPv4Network) -> dict[str, Any]:
+    """What the test policy adds for the model: the API host's address, and its scan mode (report).
+
+    ``report`` is the scan mode the design gives the LLM API (it carries whole
+    files the agent read); the model's address is in the egress subnet the
+    test policy already allows (``unsafe_allow_private_networks``).
+    """
+    return {
+        "destinations": {"unsafe_host_overrides": {API_HOST: model_address(egress4)}},
+        "scan": {"destinations": [{"hosts": [API_HOST], "mode": "report"}]},
+    }
+
+
+def tar_of(files: Mapping[str, bytes], uid: int = MODEL_UID, mode: int = 0o600) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, uid, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class ModelContainer:
+    container: Any
+    address: str
+    tls: ModelTLS
+
+    @classmethod
+    def start(cls, client, *, network: str, egress4: ipaddress.IPv4Network, tls: ModelTLS, name: str,
+              labels: Mapping[str, str], project: str, tag: str = "local") -> ModelContainer:
+        """Create the model on ``network`` at its fixed address, put its TLS files, start, wait until ready."""
+        address = model_address(egress4)
+        endpoint = client.api.create_endpoint_config(ipv4_address=address, aliases=[API_HOST])
+        container = client.containers.create(
+            image_ref("model", tag), name=name, detach=True, network=network,
+            networking_config={network: endpoint},
+            # Port 443 without any capability: the sysctl is per network namespace.
+            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges:true"], mem_limit="256m", pids_limit=64,
+            labels={**labels, LABEL_ROLE: "model", "yolo-cage.project": project},
+        )
+        model = cls(container, address, tls)
+        try:
+            container.put_archive(f"{STATE}/tls", tar_of({"chain.pem": tls.chain_pem, "key.pem": tls.key_pem}))
+            container.start()
+            model.wait_ready()
+        except BaseException:
+            model.remove()
+            raise
+        return model
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.container.reload()
+            logs = self.container.logs().decode("utf-8", "replace")
+            if self.container.status == "exited":
+                raise CageError(f"the test model exited: {logs[-800:]}")
+            if "yolo-cage model ready" in logs:
+                return
+            time.sleep(0.2)
+        raise CageError(f"the test model did not become ready in {timeout:.0f}s")
+
+    def put_scripts(self, run: str, document: Mapping[str, Any]) -> None:
+        data = json.dumps(document, indent=1).encode()
+        self.container.put_archive(f"{STATE}/scripts", tar_of({f"{run}.json": data}))
+
+    def transcript_lines(self) -> list[str]:
+        from kit.redteam.compose_world import read_file
+
+        try:
+            data = read_file(self.container, TRANSCRIPT)
+        except Exception as exc:  # noqa: BLE001 - docker.errors.NotFound and friends
+            raise CageError(f"cannot read the test model's transcript: {exc}") from exc
+        return data.decode("utf-8", "replace").splitlines()
+
+    def transcript(self, since: int = 0) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.transcript_lines()[since:] if line.strip()]
+
+    def mark(self) -> int:
+        return len(self.transcript_lines())
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True, v=True)
+        except Exception:  # noqa: BLE001 - already gone; the run's reaper catches the rest
+            pass
