@@ -179,5 +179,32 @@ def bench_scanner(c, quick=False):
         raise Exit(code=code)
 
 
-bench = Collection("bench", bench_scanner)
-ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, bench)
+@task(
+    name="proxy",
+    help={
+        "requests": "timed requests per case and proxy (default 300)",
+        "concurrency": "clients for the throughput case (default 8)",
+    },
+)
+def bench_proxy(c, requests=300, concurrency=8):
+    """Benchmark the cage proxy against plain mitmdump (added latency p50/p99, requests per second)."""
+    argv = [sys.executable, "bench/proxy_bench.py", "--requests", str(requests), "--concurrency", str(concurrency)]
+    code = subprocess.call(argv)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    name="check",
+    help={"path": "the policy file to check", "production": "also refuse every unsafe_* setting (and scan mode off)"},
+)
+def policy_check(c, path, production=False):
+    """Check a proxy policy file: strict, every problem reported at once."""
+    from kit.policycheck import check
+
+    _guard(lambda: check(path, production))
+
+
+bench = Collection("bench", bench_scanner, bench_proxy)
+policy = Collection("policy", policy_check)
+ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, bench, policy)

@@ -440,3 +440,17 @@ def check(path: str | Path, production: bool = False) -> Policy:
     if production and (unsafe := loosening(policy)):
         raise PolicyError(str(path), [f"{item} (not allowed with --production)" for item in unsafe])
     return policy
+
+
+def summary(policy: Policy) -> str:
+    """One paragraph a person can check at a glance."""
+    d, s = policy.destinations, policy.scan
+    modes = ", ".join(f"{','.join(t.hosts)}={t.mode}" for t in s.destinations) or "none"
+    lines = [
+        f"destinations: {d.mode}, {len(d.blocked_hosts)} blocked hosts"
+        + (f", {len(d.allowlist)} allowed hosts" if d.mode == "allowlist" else "")
+        + f", ports {', '.join(str(p) for p in d.ports)}",
+        f"scan: {s.mode} by default (per destination: {modes}), deadline {s.deadline_ms} ms, body limit {s.max_body_bytes} bytes",
+        f"rules: GitHub API set {'OFF' if policy.rules.unsafe_disable_github_defaults else 'on'}, {len(policy.rules.deny)} custom",
+    ]
+    return "\n".join(lines)
