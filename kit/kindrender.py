@@ -42,7 +42,7 @@ _MEMORY = re.compile(r"^([1-9][0-9]*)([bkmg])$")
 # Names the pods refer to; the kit creates these objects (cage_objects).
 POLICY_CONFIGMAP = "yolo-cage-policy"
 CA_CONFIGMAP = "yolo-cage-ca"
-CA_CERT_KEY = "cage-ca.crt"
+CA_CERT_KEY = "ca.crt"  # the agent image reads /etc/yolo-cage/ca/ca.crt
 PROXY_CA_SECRET = "yolo-cage-proxy-ca"
 AGENTS_SECRET = "yolo-cage-agents"
 CREDENTIALS_SECRET = "yolo-cage-credentials"

@@ -140,3 +140,17 @@ def test_probe_scripts_exist_in_the_images():
                     assert (root / image / "files" / command[0].lstrip("/")).is_file(), command[0]
                     checked += 1
     assert checked == 3
+
+
+def test_file_names_match_what_the_images_read():
+    """The Compose backend and the images agree on these names; kind must too."""
+    from kit import composeplan
+
+    assert kindrender.CA_CERT_KEY == composeplan.AGENT_CA_FILE
+    agent = dict(pod_specs("one-agent"))["agent-dev"]
+    ca = next(v for v in agent["volumes"] if v["name"] == "ca")["configMap"]["items"]
+    assert ca == [{"key": composeplan.AGENT_CA_FILE, "path": composeplan.AGENT_CA_FILE}]
+    proxy = dict(pod_specs("one-agent"))["proxy"]
+    mount = next(m for m in proxy["containers"][0]["volumeMounts"] if m["name"] == "ca")
+    assert mount["mountPath"] == "/var/lib/yolo-cage/ca/" + composeplan.PROXY_CA_FILE
+    assert mount["subPath"] == composeplan.PROXY_CA_FILE
