@@ -12,7 +12,7 @@ block in every mode; ``off`` does not call the scanner at all.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,7 +64,7 @@ def build_request(
     headers: Iterable[tuple[bytes, bytes]],
     body: bytes,
 ) -> bytes:
-    payload = {
+    head = {
         "request_id": request_id,
         "agent": agent,
         "destination": destination,
@@ -72,9 +72,11 @@ def build_request(
         "method": method,
         "url": url,
         "headers": [[_text(k), _text(v)] for k, v in headers],
-        "body_b64": base64.b64encode(body).decode("ascii"),
     }
-    return json.dumps(payload, separators=(",", ":")).encode()
+    # Base64 needs no JSON escaping: splice it in rather than have the encoder
+    # scan a megabyte-long string character by character (several ms per MB).
+    encoded = json.dumps(head, separators=(",", ":")).encode()
+    return b"".join((encoded[:-1], b',"body_b64":"', binascii.b2a_base64(body, newline=False), b'"}'))
 
 
 def parse_response(status: int, body: bytes) -> Outcome:
