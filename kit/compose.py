@@ -168,18 +168,22 @@ class ComposeBackend(Backend):
         cage_ca = ca.ensure(self.project)
         labels = {**self.test_labels, "yolo-cage.project": self.project, "yolo-cage.role": "helper"}
         config = self._proxy_files(plan, subnets, uid, gid)
+        key = {PROXY_CA_FILE: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid)}
+        agent_files = {AGENT_CA_FILE: volumes.File(cage_ca.cert_pem, 0o444)}
+        ctx.digests = {"proxy": _digest(config, key), "ca": _digest(agent_files)}
+        if ctx.had_containers and ctx.digests == _read_digests(plan):
+            # Rewriting would briefly empty files the running proxy reads.
+            console.info("  unchanged since the last `up`")
+            return
         volumes.replace_content(
             self.client, self._volume("proxy-config"), proxy_image, config, {"upstream-ca": volumes.Dir()}, labels
         )
         # The confdir: mitmproxy (uid) must be able to write beside the key.
-        key = {PROXY_CA_FILE: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid)}
         volumes.replace_content(
             self.client, self._volume("ca-key"), proxy_image, key, {".": volumes.Dir(0o700, uid, gid)}, labels
         )
-        agent_files = {AGENT_CA_FILE: volumes.File(cage_ca.cert_pem, 0o444)}
         volumes.replace_content(self.client, self._volume("ca-cert"), proxy_image, agent_files, None, labels)
         # Containers are recreated when what they read at start changes (and only then).
-        ctx.digests = {"proxy": _digest(config, key), "ca": _digest(agent_files)}
         state.write_private(plan.state_dir / "rendered" / "digests.json", json.dumps(ctx.digests).encode())
 
     def _proxy_files(self, plan: Plan, subnets, uid: int, gid: int) -> dict[str, volumes.File]:
@@ -263,6 +267,10 @@ class ComposeBackend(Backend):
         for container in self._containers(all_states=True):
             container.remove(force=True, v=False)
         for network in self.client.networks.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}):
+            network.reload()
+            # A container from outside the project attached by hand would keep the network alive.
+            for endpoint in network.attrs.get("Containers") or {}:
+                network.disconnect(endpoint, force=True)
             network.remove()
         for volume in self._volumes():
             if volume.name not in keep:

@@ -27,17 +27,21 @@ CHAIN = hostguard.netguard_chain("yolo-cage")
 TOOLS = ("iptables-nft", "ip6tables-nft", "iptables-legacy", "ip6tables-legacy")
 
 FAKE = r'''
-import json, os, sys
+import fcntl, json, os, sys
 tool = os.path.basename(sys.argv[0])
 path = os.environ["FAKE_IPTABLES_STATE"]
+# Like iptables -w: one writer at a time (two netguards and a check may run at once).
+lock = open(path + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
 with open(path) as f:
     state = json.load(f)
 chains = state.setdefault(tool, {"INPUT": [], "FORWARD": [], "OUTPUT": []})
 args = [a for a in sys.argv[1:] if a not in ("-w", "-n")]
 verb, chain, rest = args[0], args[1] if len(args) > 1 else "", args[2:]
 def save():
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         json.dump(state, f)
+    os.replace(path + ".tmp", path)
 rule = " ".join(rest)
 if verb == "-L":
     sys.exit(0 if chain in chains else 1)
@@ -108,6 +112,16 @@ def rules(fake: dict[str, object]) -> dict[str, dict[str, list[str]]]:
     return json.loads(Path(str(fake["state"])).read_text())
 
 
+def write_state(fake: dict[str, object], state: dict) -> None:
+    """Change the fake's rules the way another tool would: under its lock."""
+    import fcntl
+
+    path = Path(str(fake["state"]))
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path.write_text(json.dumps(state))
+
+
 def start(fake: dict[str, object]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         ["/bin/sh", "-c", netguard_script(), "netguard", "run"],
@@ -155,7 +169,7 @@ def test_rules_put_after_ours_by_another_tool_are_moved_back_behind_ours(fake: d
         # Another firewall manager inserts an ACCEPT above ours: the check must notice.
         state = rules(fake)
         state["iptables-nft"]["INPUT"].insert(0, "-j ACCEPT")
-        Path(str(fake["state"])).write_text(json.dumps(state))
+        write_state(fake, state)
         assert netguard(fake, "check").returncode != 0
         deadline = time.monotonic() + 15
         while netguard(fake, "check").returncode != 0:
@@ -167,13 +181,31 @@ def test_rules_put_after_ours_by_another_tool_are_moved_back_behind_ours(fake: d
         proc.communicate(timeout=20)
 
 
+def test_two_cages_on_one_host_do_not_fight_over_the_top_of_input(fake: dict[str, object]) -> None:
+    other_prefix = hostguard.bridge_prefix("another-cage")
+    other_env = {**fake["env"], "YOLO_CAGE_BRIDGE_PREFIX": other_prefix}
+    first = start(fake)
+    second = start({**fake, "env": other_env})
+    try:
+        time.sleep(4)  # more than one re-check round of each
+        input_rules = rules(fake)["iptables-nft"]["INPUT"]
+        assert input_rules.count(f"-i {PREFIX}+ -j {CHAIN}") == 1
+        assert input_rules[0] == f"-i {other_prefix}+ -j YC-{other_prefix[:-1]}"
+        assert netguard(fake, "check").returncode == 0
+        assert netguard({**fake, "env": other_env}, "check").returncode == 0
+    finally:
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+
+
 def test_flushed_rules_are_restored(fake: dict[str, object]) -> None:
     proc = start(fake)
     try:
         state = rules(fake)
         state["iptables-nft"]["INPUT"] = []
         state["iptables-nft"].pop(CHAIN)
-        Path(str(fake["state"])).write_text(json.dumps(state))
+        write_state(fake, state)
         deadline = time.monotonic() + 15
         while netguard(fake, "check").returncode != 0:
             assert time.monotonic() < deadline, "netguard did not restore its rules"
