@@ -16,6 +16,7 @@ from addon.mitm.identity import Identity
 from addon.mitm.internal import InternalHost
 from addon.mitm.rules import RequestRules
 from addon.mitm.runtime import Runtime
+from addon.mitm.safety import guard
 from addon.mitm.scan import ContentScan
 from addon.mitm.settings import Settings
 from addon.mitm.upstream import Upstream
@@ -27,6 +28,7 @@ class Unfinished:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
 
+    @guard
     def error(self, flow: http.HTTPFlow) -> None:
         if self.runtime.decided(flow) or self.runtime.config is None:
             return

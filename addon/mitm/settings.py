@@ -48,6 +48,7 @@ GUARDED = {
     "connection_strategy": (lambda v: v == "lazy", "must be 'lazy': 'eager' contacts the upstream before the request is checked"),
     "ssl_insecure": (lambda v: not v, "upstream certificates must be verified"),
     "mode": (lambda v: all(m.split("@", 1)[0] == "regular" for m in v), "only the regular proxy mode is supported"),
+    "validate_inbound_headers": (lambda v: v, "ambiguous requests (request smuggling) must be rejected"),
 }
 
 

@@ -488,6 +488,7 @@ def test_an_unwritable_audit_log_blocks_allowed_requests(cage) -> None:
         ("connection_strategy", "eager", "connection_strategy"),
         ("ssl_insecure", True, "ssl_insecure"),
         ("mode", ["transparent"], "mode"),
+        ("validate_inbound_headers", False, "validate_inbound_headers"),
         ("yolo_cage_scanner", "ftp://scanner", "yolo_cage_scanner"),
         ("yolo_cage_agents", "/nonexistent/agents.json", "yolo_cage_agents"),
         ("yolo_cage_policy", "/nonexistent/policy.yaml", "yolo_cage_policy"),
@@ -515,3 +516,20 @@ def test_decisions_are_recorded_on_the_flow(cage) -> None:
 
     flow = run(main())
     assert flow.metadata[DECISION].reason == "clean"
+
+
+def test_a_request_that_dies_before_its_decision_is_still_recorded(cage) -> None:
+    from mitmproxy import flow as mflow
+
+    async def main():
+        c = cage().configure()
+        flow = request(method="POST", body=b"x")
+        await c.hook("requestheaders", flow)
+        flow.error = mflow.Error("client disconnected")
+        await c.hook("error", flow)
+        return c, flow
+
+    c, flow = run(main())
+    line = c.audit()[-1]
+    assert (line["request_id"], line["decision"], line["reason"]) == (flow.id, "error", "aborted")
+    assert flow.response is None  # nobody to answer
