@@ -155,7 +155,7 @@ def agreement(
     host, port = target
     if sni and not _same(sni, host):
         return block("host-mismatch", "destinations.agreement", "the TLS server name differs from the requested host")
-    for authority in authorities:
+    for authority in filter(None, authorities):
         parsed = split_authority(authority, default_port)
         if parsed is None or parsed[1] != port or not _same(parsed[0], host):
             return block("host-mismatch", "destinations.agreement", "the Host header, :authority and target name different hosts")

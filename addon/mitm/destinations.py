@@ -50,7 +50,9 @@ class Destinations:
         mismatch = agreement(
             target=(state.tunnel.name, state.tunnel_port),
             sni=flow.client_conn.sni,
-            authorities=[a for a in (req.host_header, req.authority, _authority(req.host, req.port)) if a],
+            # Every Host header and the :authority: HTTP/2 may carry both, and an upstream
+            # speaking HTTP/1.1 would route by the Host header.
+            authorities=[*req.headers.get_all("Host"), req.authority, _authority(req.host, req.port)],
             default_port=443 if flow.client_conn.tls else 80,
         )
         if mismatch is not None:
@@ -65,7 +67,7 @@ class Destinations:
         mismatch = agreement(
             target=(req.host, req.port),
             sni=None,
-            authorities=[req.headers["Host"]] if "Host" in req.headers else [],
+            authorities=req.headers.get_all("Host"),
             default_port=443 if req.scheme == "https" else 80,
         )
         if mismatch is not None:

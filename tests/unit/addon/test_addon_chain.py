@@ -99,6 +99,33 @@ def test_tunnel_target_sni_and_host_header_must_agree(cage, sni, host_header, re
     assert len(c.scanner.calls) == (2 if reason is None else 1)  # a refused request is never scanned
 
 
+def test_http2_authority_and_host_header_must_agree_too(cage) -> None:
+    async def main():
+        c = cage().configure()
+        connect = await c.connect("example.com")
+        client = connect.client_conn
+        client.tls, client.sni = True, "example.com"
+        flows = []
+        for host_header in ("example.com", "evil.example"):
+            inner = request("example.com", 443, scheme="https", client=client, auth=None, host_header=host_header)
+            inner.request.http_version = "HTTP/2.0"
+            inner.request.authority = "example.com"
+            flows.append(await c.send(inner))
+        return flows
+
+    same, fronted = run(main())
+    assert same.response is None
+    assert refusal(fronted)["reason"] == "host-mismatch"
+
+
+def test_two_host_headers_are_refused(cage) -> None:
+    async def main():
+        c = cage().configure()
+        return await c.send(request("example.com", headers=[(b"Host", b"evil.example")]))
+
+    assert refusal(run(main()))["reason"] == "host-mismatch"
+
+
 def test_nested_connect_is_refused(cage) -> None:
     async def main():
         c = cage().configure()
