@@ -194,3 +194,52 @@ class ModelContainer:
             self.container.remove(force=True, v=True)
         except Exception:  # noqa: BLE001 - already gone; the run's reaper catches the rest
             pass
+
+
+# --- attaching to a red-team cage -------------------------------------------------------------
+
+
+def merge_policy(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``: mappings merge, lists put ``extra``'s items first (first match wins)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_policy(out[key], value)
+        elif isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = list(value) + [v for v in out[key] if v not in value]
+        else:
+            out[key] = value
+    return out
+
+
+def attach(cage, *, tag: str = "local") -> ModelContainer:
+    """Put the model on a running red-team cage (``kit.redteam.testcage.TestCage``) as ``api.anthropic.com``.
+
+    The proxy must trust the model's CA and know the API host's address from
+    its start, so its configuration is extended and ``up`` runs again: only
+    the proxy is recreated (its configuration digest changed).
+    """
+    import yaml
+
+    from addon import policy as policy_model
+
+    backend = cage.backend
+    project = backend.project
+    tls = make_tls()
+    model = ModelContainer.start(cage.client, network=f"{project}_egress", egress4=cage.egress4, tls=tls,
+                                 name=f"{project}-model", labels=cage.labels, project=project, tag=tag)
+    try:
+        base = yaml.safe_load(backend.policy_file.read_text(encoding="utf-8")) if backend.policy_file else {
+            "apiVersion": policy_model.API_VERSION, "kind": policy_model.KIND}
+        merged = merge_policy(base, policy_fragment(cage.egress4))
+        path = backend.policy_file.with_name("policy.claude.yaml")
+        text = "# Red-team policy plus the scripted model (kit/redteam/claude_model.py): TEST ONLY.\n"
+        path.write_text(text + yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+        policy_model.load(path)  # refuse a broken merge here, not in the proxy
+        backend.policy_file = path
+        backend.upstream_cas["model"] = tls.ca_pem
+        backend.up()
+    except BaseException:
+        model.remove()
+        raise
+    return model
