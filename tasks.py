@@ -205,6 +205,29 @@ def policy_check(c, path, production=False):
     _guard(lambda: check(path, production))
 
 
+@task(
+    help={
+        "compose": "attack a Compose cage (the default)",
+        "kind": "attack a kind cage (not available yet: says why)",
+        "keep": "leave the red-team cage running afterwards (the next run reuses it)",
+        "down": "only remove a red-team cage left by --keep",
+        "agent": "the agent to attack from (default: the first)",
+        "only": "comma-separated technique ids or id prefixes, e.g. 'net-,content-query'",
+        "allow_offhost": "also send attacks that, if not stopped, would leave this machine",
+    }
+)
+def redteam(c, compose=False, kind=False, keep=False, down=False, agent="", only="", allow_offhost=False):
+    """Attack a cage for real (catalog of exfiltration techniques); scorecard + reports/redteam-*.{txt,json,xml}."""
+    from kit.redteam import cli
+
+    if down:
+        _guard(cli.down)
+        return
+    code = _guard(lambda: cli.run(compose=compose, kind=kind, keep=keep, agent=agent, only=only, allow_offhost=allow_offhost))
+    if code:
+        raise Exit(code=code)
+
+
 bench = Collection("bench", bench_scanner, bench_proxy)
 policy = Collection("policy", policy_check)
-ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, bench, policy)
+ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, redteam, bench, policy)

@@ -25,6 +25,8 @@ from kit.redteam.targets import Targets
 from kit.redteam.world import World
 
 PROJECT_LABEL = "com.docker.compose.project"
+# Cloud metadata addresses a test world may own (kit/redteam/testcage.py puts the sink there).
+METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 CAPTURE = "/capture/events.jsonl"
 READY_TIMEOUT = 120.0
 
@@ -96,7 +98,15 @@ class ComposeWorld(World):
             host_port=host_port,
             proxy_egress_ip=proxy_nets[egress[0]]["IPAddress"],
             offhost_ok=self.allow_offhost or self._internal(egress[0]),
+            local_addresses=frozenset(self._local(METADATA_ADDRESSES)),
         )
+
+    def _local(self, addresses) -> list[str]:
+        """Which of ``addresses`` fall inside a network of this engine (so a packet to them stays here)."""
+        subnets = [ipaddress.ip_network(c["Subnet"]) for net in self.client.networks.list()
+                   for c in (net.attrs.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+        return [a for a in addresses if any(ipaddress.ip_address(a) in s for s in subnets
+                                            if s.version == ipaddress.ip_address(a).version)]
 
     def _scanner_ip(self) -> str | None:
         found = self._containers("scanner")

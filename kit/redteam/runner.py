@@ -62,19 +62,24 @@ def plan(rows: Sequence[Technique], targets: Targets, run_id: str, faults: Seque
     for technique in rows:
         index = CATALOG.index(technique) if technique in CATALOG else len(CATALOG) + rows.index(technique)
         planned = Planned(index, technique)
-        planned.attacks = _fill(technique.attack, values, run_id, index, "a", planned.notes)
-        planned.controls = _fill(technique.control, values, run_id, index, "c", planned.notes)
+        planned.attacks = _fill(technique.attack, values, run_id, index, "a", planned.notes, targets.local_addresses)
+        planned.controls = _fill(technique.control, values, run_id, index, "c", planned.notes, targets.local_addresses)
         planned.skip = _skip_reason(technique, planned, targets, faults)
         out.append(planned)
     return out
 
 
-def _fill(probes: Sequence[dict], values: Mapping[str, str | None], run_id: str, index: int, side: str, notes: list[str]):
+def _fill(probes: Sequence[dict], values: Mapping[str, str | None], run_id: str, index: int, side: str,
+          notes: list[str], local: frozenset[str] = frozenset()):
     filled = []
     for k, probe in enumerate(probes):
         missing = sorted(n for n in placeholders(probe) if values.get(n) is None)
         if missing:
             notes.append(f"probe {side}{k} not run: no {', '.join(missing)} in this cage")
+            continue
+        if probe.get("local_only") and probe["local_only"] not in local:
+            notes.append(f"probe {side}{k} not sent: {probe['local_only']} is not an address of this machine, "
+                         "and no packet of the red team may leave it")
             continue
         spec = dict(fill(probe, dict(values)))  # type: ignore[arg-type]
         spec["marker"] = capture.marker(run_id, index, side, k)
@@ -187,16 +192,19 @@ class Session:
             self.findings.append(Finding("cleanup", f"canaries may remain in {self.run_dir}: {result['detail']}"))
 
     def _run_main(self, agent: str, planned: Sequence[Planned]) -> None:
-        probes = []
-        for p in planned:
-            if p.skip:
-                continue
-            probes += p.controls
-            if not p.technique.fault:
-                probes += p.attacks
-        self.progress(f"main batch: {len(probes)} probes")
-        for record in self._exec(agent, probes):
-            self.results[record["marker"]] = record
+        """Every control first, then every attack (fault rows' attacks come later, with their fault).
+
+        Controls go first because a scanner may remember what an agent sent
+        (the split-across-requests detector does): an attack must not be able
+        to fail another row's control.
+        """
+        runnable = [p for p in planned if not p.skip]
+        controls = [c for p in runnable for c in p.controls]
+        attacks = [a for p in runnable if not p.technique.fault for a in p.attacks]
+        for name, probes in (("controls", controls), ("attacks", attacks)):
+            self.progress(f"{name}: {len(probes)} probes")
+            for record in self._exec(agent, probes):
+                self.results[record["marker"]] = record
 
     def _run_faults(self, agent: str, planned: Sequence[Planned]) -> None:
         for p in planned:
@@ -271,7 +279,7 @@ class Session:
 
 
 def _wire(probe: dict) -> dict:
-    return {k: v for k, v in probe.items() if not k.startswith("_")}
+    return {k: v for k, v in probe.items() if not k.startswith("_") and k != "local_only"}
 
 
 def _broken(probe: dict, detail: str) -> dict:

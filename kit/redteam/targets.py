@@ -39,6 +39,9 @@ class Targets:
     # metadata) are sent only when the proxy has no route there (a test cage)
     # or the operator allowed it.
     offhost_ok: bool = False
+    # Addresses that look external (cloud metadata) but belong to this machine
+    # in a test world: an agent's probe may be aimed at them directly.
+    local_addresses: frozenset[str] = frozenset()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def values(self) -> dict[str, str | None]:

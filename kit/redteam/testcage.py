@@ -50,6 +50,26 @@ class TestCage:
     egress4: ipaddress.IPv4Network
     egress6: ipaddress.IPv6Network
     labels: dict[str, str] = field(default_factory=dict)
+    metadata_networks: list = field(default_factory=list)
+    workdir: Path | None = None
+
+    def reconfigure(self, policy_text: str) -> None:
+        """Bring the cage up again with another policy (the proxy is recreated; the sink stays)."""
+        from kit.compose import ComposeBackend
+
+        if self.workdir is None:
+            raise CageError("this red-team cage was found running, not started here: it cannot be reconfigured")
+        policy = self.workdir / "policy.reconfigured.yaml"
+        policy.write_text(policy_text, encoding="utf-8")
+        old = self.backend
+        self.backend = ComposeBackend(old.settings, policy_file=policy, extra_files=old.extra_files,  # type: ignore[attr-defined]
+                                      test_labels=old.test_labels, upstream_cas=old.upstream_cas, build=False)  # type: ignore[attr-defined]
+        self.backend.up()  # type: ignore[attr-defined]
+
+    def policy_text(self) -> str:
+        if self.workdir is None:
+            raise CageError("unknown policy: this red-team cage was found running")
+        return (self.workdir / "policy.redteam.yaml").read_text(encoding="utf-8")
 
     @property
     def sink_ip(self) -> str:
@@ -61,12 +81,13 @@ class TestCage:
             self.backend.down(remove_data=True)  # type: ignore[attr-defined]
         finally:
             _remove_quietly(self.sink)
-            _remove_quietly(self.side_network)
+            for network in [self.side_network, *self.metadata_networks]:
+                if network is not None:
+                    _remove_quietly(network)
 
 
 def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = AGENTS, build: bool = True) -> TestCage:
     """Bring up a red-team cage named ``project``; on failure nothing is left behind."""
-    from kit import settings as settings_mod
     from kit.compose import ComposeBackend, docker_client
 
     client = docker_client()
@@ -77,31 +98,59 @@ def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = 
     sink_ip = str(egress4.network_address + SINK_HOST)
     workdir = state.project_dir(project) / "redteam"
     workdir.mkdir(parents=True, exist_ok=True)
-    settings = settings_mod.from_mapping(
-        {"apiVersion": settings_mod.API_VERSION, "kind": settings_mod.KIND, "project": project,
-         "agents": [{"name": a} for a in agents]},
-        source="red-team test cage",
-    )
+    settings = _settings(project, agents)
     if build:
         _ensure_images(client, settings)
     sink, side = _start_sink(client, project, run_id, labels, sink_ip, settings.images.tag)
     backend = None
     try:
         ca_pem = _wait_ready(sink)
-        backend = ComposeBackend(settings, policy_file=write_policy(workdir, egress4),
+        backend = ComposeBackend(settings, policy_file=write_policy(workdir, egress4, egress6),
                                  extra_files=[write_overlay(workdir, egress4, egress6, sink_ip)],
                                  test_labels={**labels, "yolo-cage.redteam": "1"}, upstream_cas={"sink": ca_pem},
                                  build=False)
         backend.up()
         client.networks.get(f"{project}_egress").connect(
             sink, ipv4_address=sink_ip, ipv6_address=str(egress6.network_address + 0x200), aliases=list(SINK_ALIASES))
+        metadata = _own_metadata(client, project, sink, labels)
     except BaseException:
         if backend is not None:
             backend.down(remove_data=True)
         _remove_quietly(sink)
         _remove_quietly(side)
         raise
-    return TestCage(backend, client, run_id, sink, side, egress4, egress6, labels)
+    return TestCage(backend, client, run_id, sink, side, egress4, egress6, labels, metadata, workdir)
+
+
+def find(project: str) -> TestCage | None:
+    """The red-team cage ``project`` if it is running (its proxy and its sink), else None."""
+    from kit.compose import ComposeBackend, docker_client
+
+    client = docker_client()
+    sinks = client.containers.list(filters={"label": [f"{LABEL_ROLE}=sink", f"yolo-cage.project={project}"]})
+    proxies = client.containers.list(filters={"label": [f"{LABEL_ROLE}=proxy", f"com.docker.compose.project={project}"]})
+    if not sinks or not proxies:
+        return None
+    sink = sinks[0]
+    egress = client.networks.get(f"{project}_egress")
+    subnets = [ipaddress.ip_network(c["Subnet"]) for c in egress.attrs["IPAM"]["Config"]]
+    labels = {LABEL_TEST: sink.labels.get(LABEL_TEST, "")}
+    backend = ComposeBackend(_settings(project, AGENTS), test_labels={**labels, "yolo-cage.redteam": "1"}, build=False)
+    networks = client.networks.list(names=[f"{project}-sink-side", *(f"{project}-{m[0]}" for m in METADATA_NETWORKS)])
+    side = next((n for n in networks if n.name.endswith("-sink-side")), None)
+    return TestCage(backend, client, labels[LABEL_TEST], sink, side,
+                    next(n for n in subnets if n.version == 4), next(n for n in subnets if n.version == 6), labels,
+                    [n for n in networks if n is not side])
+
+
+def _settings(project: str, agents: tuple[str, ...]):
+    from kit import settings as settings_mod
+
+    return settings_mod.from_mapping(
+        {"apiVersion": settings_mod.API_VERSION, "kind": settings_mod.KIND, "project": project,
+         "agents": [{"name": a} for a in agents]},
+        source="red-team test cage",
+    )
 
 
 def write_overlay(workdir: Path, egress4, egress6, sink_ip: str) -> Path:
@@ -126,12 +175,12 @@ def write_overlay(workdir: Path, egress4, egress6, sink_ip: str) -> Path:
     return path
 
 
-def write_policy(workdir: Path, egress4) -> Path:
+def write_policy(workdir: Path, egress4, egress6) -> Path:
     """The default policy plus the one test-only loosening: the sink's subnet counts as the internet."""
     path = workdir / "policy.redteam.yaml"
     path.write_text(
         "apiVersion: yolo-cage.dev/v1alpha1\nkind: Policy\n"
-        f"destinations:\n  unsafe_allow_private_networks: ['{egress4}']\n",
+        f"destinations:\n  unsafe_allow_private_networks: ['{egress4}', '{egress6}']\n",
         encoding="utf-8",
     )
     return path
@@ -162,6 +211,34 @@ def _start_sink(client, project: str, run_id: str, labels: dict[str, str], sink_
         _remove_quietly(side)
         raise
     return sink, side
+
+
+# The sink takes the cloud metadata addresses on networks of their own, so an
+# attack aimed there stays on this machine (and is seen) if the cage lets it go.
+METADATA_NETWORKS = (
+    ("meta", "169.254.169.0/24", "169.254.169.254", "fd00:ec2::/64", "fd00:ec2::254"),
+    ("meta-alibaba", "100.100.100.0/24", "100.100.100.200", None, None),
+)
+
+
+def _own_metadata(client, project: str, sink, labels: dict[str, str]) -> list:
+    import docker.types
+    from docker.errors import APIError
+
+    created = []
+    for suffix, subnet4, ip4, subnet6, ip6 in METADATA_NETWORKS:
+        pools = [docker.types.IPAMPool(subnet=subnet4)] + ([docker.types.IPAMPool(subnet=subnet6)] if subnet6 else [])
+        try:
+            network = client.networks.create(f"{project}-{suffix}", driver="bridge", enable_ipv6=bool(subnet6),
+                                             ipam=docker.types.IPAMConfig(pool_configs=pools), labels=dict(labels))
+        except APIError as exc:
+            # Another test world on this engine owns it already: the address is still local.
+            console.warn(f"the red team's sink cannot take {ip4} ({exc.explanation}); probes to it are judged "
+                         "by the agent's side only")
+            continue
+        created.append(network)
+        network.connect(sink, ipv4_address=ip4, **({"ipv6_address": ip6} if ip6 else {}))
+    return created
 
 
 def _wait_ready(sink) -> bytes:

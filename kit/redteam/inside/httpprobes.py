@@ -171,7 +171,8 @@ def judge(response: Response, signature: dict, via_proxy: bool) -> str:
         return o.PROXY_BLOCK
     if matches(response, signature):
         return o.DELIVERED
-    if via_proxy and response.status in (407, 502, 503, 504):
+    # mitmproxy's own refusals (400 malformed, 407) and upstream failures (502-504).
+    if via_proxy and response.status in (400, 407, 502, 503, 504):
         return o.PROXY_ERROR
     return o.ANSWERED
 

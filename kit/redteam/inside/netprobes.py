@@ -101,7 +101,9 @@ def icmp(host: str, payload: bytes, timeout: float):
         sock.settimeout(timeout)
         packet = struct.pack("!BBHHH", kind, 0, 0, 0, 1) + payload
         try:
-            sock.sendto(packet, (host, 0))
+            # getaddrinfo gives the full socket address (an IPv6 scope such as %eth0 included).
+            destination = socket.getaddrinfo(host, 0, family, socket.SOCK_DGRAM)[0][4]
+            sock.sendto(packet, destination)
             reply, peer = sock.recvfrom(65535)
         except OSError as exc:
             outcome, detail = o.from_exception(exc)

@@ -120,16 +120,21 @@ def git_push(workdir: str, url: str, files: dict[str, str], env: dict[str, str],
         if proc.returncode != 0:
             return o.ERROR, f"{' '.join(argv[:2])} failed: {proc.stderr.decode(errors='replace')[-200:]}", {}
     try:
-        proc = subprocess.run(["git", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=10", "push", url, "HEAD:refs/heads/main"],
+        # HTTP/1.1: the sink speaks git's smart protocol over HTTP/1.1 only (over h2 it answers
+        # JSON, and git would fall back to WebDAV); the proxy scans both alike.
+        proc = subprocess.run(["git", "-c", "http.version=HTTP/1.1", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=10",
+                               "push", url, "HEAD:refs/heads/main"],
                               cwd=workdir, capture_output=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return o.TIMEOUT, "git push did not finish", {}
     trace = proc.stderr.decode(errors="replace")
     facts = {"exit": proc.returncode, "tail": "\n".join(line for line in trace.splitlines() if "<=" not in line)[-300:]}
-    if re.search(r"x-yolo-cage-block:", trace, re.I):
-        return o.PROXY_BLOCK, "the proxy refused the push", facts
     if proc.returncode == 0:
         return o.DELIVERED, "push accepted by the remote", facts
+    # git first asks the proxy without its credential: that 407 challenge is not a block.
+    reasons = [r for r in re.findall(r"x-yolo-cage-block:\s*(\S+)", trace, re.I) if r != "proxy-auth-required"]
+    if reasons:
+        return o.PROXY_BLOCK, f"blocked: {reasons[-1]}", facts
     return network_words(trace) or o.CLOSED, f"git push exit {proc.returncode}", facts
 
 

@@ -10,6 +10,8 @@ and the scorecard must say so, naming the technique and the canary.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -130,9 +132,9 @@ class LocalWorld(World):
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sink")
-    ports = {"http": free_port(), "tcp": free_port(), "dns": free_port(socket.SOCK_DGRAM)}
+    ports = {"http": free_port(), "https": free_port(), "tcp": free_port(), "dns": free_port(socket.SOCK_DGRAM)}
     env = {**os.environ, "PYTHONPATH": str(SINK_CODE), "SINK_CAPTURE_DIR": str(directory), "SINK_ICMP": "0",
-           "SINK_HTTP_PORTS": str(ports["http"]), "SINK_HTTPS_PORTS": "", "SINK_TCP_PORTS": str(ports["tcp"]),
+           "SINK_HTTP_PORTS": str(ports["http"]), "SINK_HTTPS_PORTS": str(ports["https"]), "SINK_TCP_PORTS": str(ports["tcp"]),
            "SINK_UDP_PORTS": "", "SINK_DNS_PORTS": str(ports["dns"]), "SINK_DNS_ANSWER": "127.0.0.1"}
     proc = subprocess.Popen([sys.executable, "-m", "sink"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -199,3 +201,19 @@ def test_the_same_run_passes_when_the_holes_are_closed(sink):
     assert report.ok, text(report)
     assert report.capture_events >= 2 and report.canary_bytes == 0
     assert time.monotonic() - started < 30
+
+
+def test_raw_bytes_on_the_sinks_tls_port_are_recorded(sink):
+    """A raw tunnel through CONNECT :443 lands on the sink's TLS port: it must be seen, not lost in a handshake."""
+    capture, ports = sink
+    with socket.create_connection(("127.0.0.1", ports["https"]), timeout=5) as conn:
+        conn.sendall(b"RT rt-000000-999a0 raw bytes, not TLS\r\n")
+        time.sleep(0.5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if b"rt-000000-999a0" in capture.read_bytes() or b"cnQtMDAwMDAwLTk5OWEw" in capture.read_bytes():
+            break
+        time.sleep(0.1)
+    events = [json.loads(line) for line in capture.read_text().splitlines()]
+    raw = [e for e in events if e["kind"] == "tcp" and e["listener"] == f"tcp/{ports['https']}"]
+    assert raw and base64.b64decode(raw[0]["data_b64"]).startswith(b"RT rt-000000-999a0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 from .capture import Capture
@@ -12,6 +13,9 @@ from .raw import Datagrams, RawListeners
 from .sockets import endpoint, listening
 from .tlscerts import CertAuthority
 from .web import WebListeners
+
+
+TLS_PEEK_TIMEOUT = 10.0  # a client on a TLS port that sends nothing is recorded as raw TCP after this
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Sink(WebListeners, RawListeners):
     capture: Capture
     tls: CertAuthority = field(default=None)  # type: ignore[assignment]
     _conn_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _tasks: set = field(default_factory=set)  # accept loops and their connections, kept alive
 
     def __post_init__(self) -> None:
         if self.tls is None:
@@ -62,8 +67,38 @@ class Sink(WebListeners, RawListeners):
 
     async def _serve_tcp(self, port: int, handler) -> None:
         sock = listening(socket.SOCK_STREAM, port)
-        ctx = self.tls.server_context() if port in self.config.https_ports else None
-        await asyncio.start_server(handler, sock=sock, ssl=ctx, ssl_handshake_timeout=15 if ctx else None)
+        if port in self.config.https_ports:
+            # Not asyncio's TLS server: bytes that are not TLS (a raw tunnel
+            # through the proxy's CONNECT) must be recorded, not dropped by a
+            # failed handshake.
+            self._tasks.add(asyncio.create_task(self._accept_tls_or_raw(sock, handler, self._tcp_handler(port))))
+            return
+        await asyncio.start_server(handler, sock=sock)
+
+    async def _accept_tls_or_raw(self, sock: socket.socket, tls_handler, raw_handler) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(sock)
+            task = asyncio.create_task(self._tls_or_raw(conn, tls_handler, raw_handler))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _tls_or_raw(self, conn: socket.socket, tls_handler, raw_handler) -> None:
+        """Peek at the first byte: a TLS handshake record (0x16) gets TLS, anything else the raw recorder."""
+        loop = asyncio.get_running_loop()
+        first = await _peek(conn, TLS_PEEK_TIMEOUT)
+        tls = first == b"\x16"
+        reader = asyncio.StreamReader(limit=2**16)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=self.tls.server_context() if tls else None,
+                ssl_handshake_timeout=15 if tls else None)
+        except (OSError, ssl.SSLError, TimeoutError):
+            conn.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await (tls_handler if tls else raw_handler)(reader, writer)
 
     async def _serve_udp(self, port: int, is_dns: bool) -> None:
         sock = listening(socket.SOCK_DGRAM, port)
@@ -87,3 +122,18 @@ class Sink(WebListeners, RawListeners):
         }
         self.capture.record("connect", f"tcp/{port}", **ctx)
         return ctx
+
+
+async def _peek(conn: socket.socket, timeout: float) -> bytes:
+    """The first byte the client sent, without consuming it (b"" if it sent nothing in time)."""
+    conn.setblocking(False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            return conn.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            await asyncio.sleep(0.01)
+        except OSError:
+            return b""
+    return b""
