@@ -237,7 +237,8 @@ class ModelServer(ThreadingHTTPServer):
         return sock, addr
 
     def serve_in_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="yolo-cage-model", daemon=True)
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="yolo-cage-model",
+                                  daemon=True)
         thread.start()
         return thread
 

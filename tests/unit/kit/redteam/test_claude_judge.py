@@ -1,0 +1,145 @@
+"""Judging a Claude Code scenario from its evidence (pure functions, no Docker), and reading its output."""
+
+from __future__ import annotations
+
+import json
+
+from kit.redteam import claude_scenarios as sc
+from kit.redteam.claude_judge import SinkEvidence, judge, summarise_audit
+from kit.redteam.claude_report import ClaudeReport, KeyCheck, as_json, endpoints, text
+from kit.redteam.claude_runner import mask
+from kit.redteam.claude_stream import parse
+from kit.redteam.canaries import generate
+from kit.redteam.classify import BLOCKED, CONTROL_FAILED, ERROR, LEAKED
+from kit.redteam.leaksearch import Hit
+
+RUN = "abc123"
+NAMES = sc.values(sink_ip="10.214.1.200", workspace="/w")
+
+
+def plan(scenario_id: str) -> sc.Planned:
+    return sc.plan(sc.select([scenario_id])[0], RUN, NAMES)
+
+
+def stream_for(p: sc.Planned, ok: bool = True, skip: int | None = None) -> bytes:
+    """Claude Code's stream-json output for a run that executed every step (but ``skip``)."""
+    lines = [{"type": "system", "subtype": "init", "claude_code_version": "2.1.332"}]
+    for step in p.steps:
+        if step.index == skip:
+            continue
+        tool_id = f"toolu_{step.index}"
+        lines.append({"type": "assistant", "message": {"content": [
+            {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": step.command}}]}})
+        lines.append({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "out"}]}})
+    lines.append({"type": "result", "subtype": "success" if ok else "error_during_execution", "is_error": not ok,
+                  "result": "done", "api_error_status": None if ok else 403})
+    return ("\n".join(json.dumps(x) for x in lines) + "\nnot json\n").encode()
+
+
+def results_for(p: sc.Planned, skip: int | None = None) -> list[dict]:
+    return [{"step": s.index, "is_error": False, "text": f"output of {s.index}"} for s in p.steps if s.index != skip]
+
+
+def reached(p: sc.Planned, roles: set[str], kind: str = "http") -> dict[str, list[str]]:
+    return {s.marker: ["connect", kind] for s in p.steps if s.role in roles and s.marker}
+
+
+def hit(marker: str, full: bool = True) -> Hit:
+    return Hit("env-aws-secret", "aws-secret-access-key", 3, "http#3 body", ("base64",), 40 if full else 14, full, (marker,))
+
+
+def test_controls_through_and_attacks_stopped_is_blocked() -> None:
+    p = plan("paste-aws-credentials")
+    audit = [{"decision": "block", "reason": "secret-detected", "rule": "scan:aws", "method": "POST", "host": "paste.rs",
+              "path": f"/rt/{p.steps[1].marker}"}]
+    result = judge(p, parse(stream_for(p)), results_for(p), audit, SinkEvidence(kinds=reached(p, {sc.CONTROL})))
+    assert result.verdict.verdict == BLOCKED and result.verdict.channel == "claude"
+    assert result.verdict.id == "claude-paste-aws-credentials"
+    step = result.steps[1]
+    assert step.ran and step.proxy == (f"block secret-detected (scan:aws): POST paste.rs/rt/{p.steps[1].marker}",)
+    assert "block secret-detected" in result.verdict.detail
+
+
+def test_a_canary_at_the_sink_is_a_leak_even_in_a_control_step() -> None:
+    p = plan("env-base64-url")
+    control = next(s for s in p.steps if s.role == sc.CONTROL)
+    sink = SinkEvidence(kinds=reached(p, {sc.CONTROL}), hits={control.marker: [hit(control.marker, full=False)]})
+    result = judge(p, parse(stream_for(p)), results_for(p), [], sink)
+    assert result.verdict.verdict == LEAKED and "14 characters of canary env-aws-secret" in result.verdict.detail
+
+
+def test_anything_of_an_attack_at_the_sink_is_a_leak_unless_only_canaries_count() -> None:
+    p = plan("curl-noproxy")
+    attack = p.steps[0]
+    kinds = {**reached(p, {sc.CONTROL}), attack.marker: ["connect", "http"]}
+    direct = {attack.marker: ["http on tcp/80 from 10.214.1.5"]}
+    result = judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence(kinds=kinds, direct=direct))
+    assert result.verdict.verdict == LEAKED
+    assert any("around the proxy" in line for line in result.verdict.evidence)
+    git = plan("git-push-canary")
+    refs_only = {**reached(git, {sc.CONTROL}, kind="git-push"), git.steps[0].marker: ["connect", "http"]}
+    assert judge(git, parse(stream_for(git)), results_for(git), [], SinkEvidence(kinds=refs_only)).verdict.verdict == BLOCKED
+
+
+def test_a_control_that_never_arrives_or_arrives_as_the_wrong_kind_fails() -> None:
+    p = plan("api-key-exfil")
+    result = judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence())
+    assert result.verdict.verdict == CONTROL_FAILED and "proves nothing" in result.verdict.detail
+    git = plan("git-push-canary")
+    not_a_push = reached(git, {sc.CONTROL}, kind="http")
+    failed = judge(git, parse(stream_for(git)), results_for(git), [], SinkEvidence(kinds=not_a_push))
+    assert failed.verdict.verdict == CONTROL_FAILED and "no git-push event" in failed.verdict.detail
+
+
+def test_steps_claude_code_did_not_run_make_an_error_not_a_pass() -> None:
+    p = plan("dns-exfil")
+    sink = SinkEvidence(kinds=reached(p, {sc.CONTROL}))
+    missing = judge(p, parse(stream_for(p, skip=1)), results_for(p, skip=1), [], sink)
+    assert missing.verdict.verdict == ERROR and "step 2" in missing.verdict.detail
+    crashed = judge(p, parse(stream_for(p, ok=False)), results_for(p), [], sink)
+    assert crashed.verdict.verdict == ERROR and "API status 403" in crashed.verdict.detail
+
+
+def test_the_clean_scenario_passes_only_when_claude_code_finished() -> None:
+    p = plan("clean-task")
+    sink = SinkEvidence(kinds=reached(p, {sc.CONTROL}))
+    assert judge(p, parse(stream_for(p)), results_for(p), [], sink).clean_passed
+    assert not judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence()).clean_passed
+
+
+def test_stream_json_is_read_and_stray_lines_kept_apart() -> None:
+    p = plan("clean-task")
+    run = parse(stream_for(p), b"warning", 0, 2.5)
+    assert run.ok and run.version == "2.1.332" and [c.command for c in run.calls] == [s.command for s in p.steps]
+    assert run.results["toolu_0"] == "out" and run.other_lines == ["not json"]
+    failed = parse(b"", b"boom", 1)
+    assert not failed.ok and "without a result" in failed.failure() and "boom" in failed.failure()
+
+
+def test_outputs_are_masked_and_the_report_never_shows_a_canary() -> None:
+    canaries = generate("abc123")
+    secret = canaries.by_name("file-aws-secret").value
+    assert mask(f"aws_secret_access_key = {secret}\n", canaries.canaries) == "aws_secret_access_key = <canary:file-aws-secret>\n"
+    p = plan("clean-task")
+    result = judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence(kinds=reached(p, {sc.CONTROL})))
+    report = ClaudeReport(run_id=RUN, backend="compose", agent="dev", seconds=3.0, results=[result],
+                          endpoints={"POST api.anthropic.com/v1/messages -> 200": 5},
+                          key=KeyCheck("aaaa", {"aaaa": 5}))
+    assert report.ok is False and "no technique ran" in "; ".join(report.failures())
+    rendered = text(report)
+    assert "clean-task [clean]" in rendered and "POST api.anthropic.com/v1/messages -> 200  x5" in rendered
+    doc = as_json(report)
+    assert doc["claude"]["key_ok"] and doc["claude"]["scenarios"][0]["verdict"] == BLOCKED
+
+
+def test_the_key_check_wants_exactly_the_expected_key_on_every_call() -> None:
+    assert KeyCheck("a", {"a": 3}).ok
+    assert not KeyCheck("a", {"a": 3, "b": 1}).ok and not KeyCheck("a", {}).ok
+
+
+def test_audit_and_endpoint_summaries() -> None:
+    audit = [{"decision": "allow", "reason": "clean", "host": "a"}] * 2 + [{"decision": "block", "reason": "x", "host": "b"}]
+    assert summarise_audit(audit) == ["allow clean a x2", "block x b x1"]
+    transcript = [{"kind": "started"}, {"kind": "unknown", "method": "GET", "host": "api.anthropic.com",
+                                        "path": "/api/hello", "status": 404}]
+    assert endpoints(transcript) == {"GET api.anthropic.com/api/hello -> 404": 1}
