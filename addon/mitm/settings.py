@@ -101,7 +101,7 @@ class Settings:
         config = self.runtime.require_config()
         log.info("yolo-cage: policy %s, scanner %s, audit log %s", config.policy_path, config.scanner.url, config.audit.path)
         if config.registry is None:
-            log.warning("NO AGENT REGISTRY (yolo_cage_agents is empty): requests are not authenticated, agent recorded as unknown")
+            log.warning("NO AGENT REGISTRY (yolo_cage_agents is empty): requests are not authenticated, agent recorded as null (unknown)")
         for item in policy_mod.loosening(config.policy):
             log.warning("UNSAFE POLICY SETTING IN USE: %s", item)
 
