@@ -34,13 +34,14 @@ def _guard(fn):
     help={
         "suite": "unit | integration | redteam | kind | all (default: all)",
         "pytest_args": "extra arguments passed to pytest, e.g. '-k scanner -x'",
+        "no_prepare": "skip the prerequisite checks and image builds (the images must exist already)",
     }
 )
-def test(c, suite="all", pytest_args=""):
-    """Run the test suites (builds what they need first)."""
+def test(c, suite="all", pytest_args="", no_prepare=False):
+    """Run the test suites (checks prerequisites and builds the images they need first)."""
     from kit import testrun
 
-    code = _guard(lambda: testrun.run_pytest(suite, pytest_args.split()))
+    code = _guard(lambda: testrun.run_pytest(suite, pytest_args.split(), prepare_first=not no_prepare))
     if code:
         raise Exit(code=code)
 

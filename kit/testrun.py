@@ -34,8 +34,36 @@ def pytest_argv(suite: str, extra: Sequence[str] = ()) -> list[str]:
     return argv + list(extra)
 
 
-def run_pytest(suite: str, extra: Sequence[str] = ()) -> int:
+# Images each suite's tests run (built before pytest; the layer cache makes a
+# rebuild of unchanged images take seconds). Unit tests need none.
+SUITE_IMAGES = {
+    "unit": (),
+    "integration": ("netguard", "scanner", "proxy", "agent", "sink"),
+    "redteam": ("netguard", "scanner", "proxy", "agent", "sink", "model"),
+    "kind": (),
+    "all": ("netguard", "scanner", "proxy", "agent", "sink", "model"),
+}
+# What a Docker suite cannot do without (doctor's names): each is checked, all reported.
+DOCKER_CHECKS = ("python", "settings", "docker engine", "docker compose", "host isolation", "disk")
+
+
+def prepare(suite: str) -> None:
+    """Doctor's checks, then the suite's images: everything the tests need before pytest starts."""
+    names = SUITE_IMAGES[suite]
+    if not names:
+        return
+    from kit import doctor, images, settings
+
+    checks = [c for c in doctor.run_checks(doctor.context()) if c.name in DOCKER_CHECKS]
+    doctor.report(checks)
+    doctor.require(checks)
+    images.build(images.options(settings.load().images, only=",".join(names)))
+
+
+def run_pytest(suite: str, extra: Sequence[str] = (), *, prepare_first: bool = True) -> int:
     argv = pytest_argv(suite, extra)
+    if prepare_first:
+        prepare(suite)
     env = dict(os.environ)
     if suite != "unit":
         env.setdefault("YOLO_CAGE_REQUIRE_DOCKER", "1")
