@@ -23,6 +23,7 @@ import tarfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -105,16 +106,32 @@ def model_address(egress4: ipaddress.IPv4Network) -> str:
     return str(egress4.network_address + MODEL_HOST)
 
 
-def policy_fragment(egress4: ipaddress.IPv4Network) -> dict[str, Any]:
-    """What the test policy adds for the model: the API host's address, and its scan mode (report).
+EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "addon" / "policy.example.yaml"
+TELEMETRY_RULE = "claude-code-telemetry"
 
-    ``report`` is the scan mode the design gives the LLM API (it carries whole
-    files the agent read); the model's address is in the egress subnet the
-    test policy already allows (``unsafe_allow_private_networks``).
+
+def policy_fragment(egress4: ipaddress.IPv4Network) -> dict[str, Any]:
+    """What the test policy adds for Claude Code, as the example policy has it, plus the model's address.
+
+    From ``addon/policy.example.yaml`` (read, not copied, so the two cannot
+    drift): ``report`` as the scan mode of the LLM API (it carries whole files
+    the agent read), its blocklist (Claude Code's third-party telemetry
+    intakes) and the rule that denies Claude Code's telemetry calls to its
+    API host. The model's address is in the egress subnet the test policy
+    already allows (``unsafe_allow_private_networks``).
     """
+    import yaml
+
+    example = yaml.safe_load(EXAMPLE_POLICY.read_text(encoding="utf-8"))
+    modes = [d for d in example["scan"]["destinations"] if API_HOST in d["hosts"]]
+    rules = [r for r in example["rules"]["deny"] if r["id"] == TELEMETRY_RULE]
+    if not modes or not rules:
+        raise CageError(f"{EXAMPLE_POLICY} has no scan mode for {API_HOST} or no rule {TELEMETRY_RULE!r}")
     return {
-        "destinations": {"unsafe_host_overrides": {API_HOST: model_address(egress4)}},
-        "scan": {"destinations": [{"hosts": [API_HOST], "mode": "report"}]},
+        "destinations": {"unsafe_host_overrides": {API_HOST: model_address(egress4)},
+                         "blocklist": list(example["destinations"]["blocklist"])},
+        "scan": {"destinations": modes},
+        "rules": {"deny": rules},
     }
 
 
