@@ -11,12 +11,9 @@ same request is refused without it.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import secrets
-import socket
-import ssl
 import string
 import time
 import uuid

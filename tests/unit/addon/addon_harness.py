@@ -1,4 +1,4 @@
-"""A cage addon chain under mitmproxy's own test helpers (taddons, tflow): no sockets, no Docker.
+"""Test harness: a cage addon chain under mitmproxy's own test helpers (taddons, tflow): no sockets, no Docker.
 
 The scanner is replaced by :class:`FakeScanner`, a double that records every
 call and answers what the test says; the real scanner is exercised by the
@@ -12,8 +12,8 @@ import base64
 import dataclasses
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from mitmproxy import connection, exceptions, http
@@ -200,9 +200,3 @@ def refusal(flow: http.HTTPFlow) -> dict | None:
     return {"status": flow.response.status_code, **body}
 
 
-@pytest.fixture
-def cage(tmp_path: Path) -> Callable[..., Cage]:
-    def make(**kw: object) -> Cage:
-        return Cage(tmp_path, **kw)  # type: ignore[arg-type]
-
-    return make

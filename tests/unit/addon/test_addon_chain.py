@@ -6,7 +6,7 @@ import base64
 import json
 
 import pytest
-from conftest import HEAD, POLICY, new_client, proxy_auth, refusal, request, run
+from addon_harness import HEAD, POLICY, new_client, proxy_auth, refusal, request, run
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow
