@@ -85,7 +85,18 @@ def sink(tmp_path_factory: pytest.TempPathFactory):
     assert running.ready.wait(10)
     assert running.failed == []
     yield running
+    asyncio.run_coroutine_threadsafe(_shutdown(), running.loop).result(10)
     running.loop.call_soon_threadsafe(running.loop.stop)
+    running.thread.join(10)
+
+
+async def _shutdown() -> None:
+    """Cancel the sink's accept loops and connections, so none is destroyed while pending."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _url(sink: RunningSink, scheme: str, path: str) -> str:
