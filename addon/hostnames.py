@@ -10,6 +10,7 @@ Pure: imports nothing from mitmproxy.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -38,10 +39,12 @@ class Host:
         return self.ip is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_host(raw: str) -> Host:
     """Canonicalise ``raw`` (a URL host, Host header host, SNI or CONNECT target).
 
     Raises :class:`HostError` for anything the proxy should not try to reach.
+    Cached: every request asks about the same few names several times.
     """
     text = raw.strip()
     if not text:
