@@ -43,9 +43,6 @@ KNOWN_GAPS: dict[str, str] = {
     "enc-base32": (
         "scanner: a GitHub token in lower-case unpadded base32 (what DNS tunnelling tools emit) in a JSON value "
         "is not decoded"),
-    "git-push-attacker": (
-        "scanner: a git push (smart HTTP receive-pack) carries the workspace .env inside zlib-deflated pack "
-        "objects; the pack is not inflated, so OpenAI, Slack and database-password canaries reach the sink"),
 }
 
 

@@ -80,7 +80,8 @@ def _judge_curl(proc: subprocess.CompletedProcess, dumped: str, body: str, signa
     lower = dumped.lower()
     if "x-yolo-cage-block:" in lower:
         reason = re.search(r"x-yolo-cage-block:\s*(.*)", lower)
-        return o.PROXY_BLOCK, f"blocked: {reason.group(1).strip() if reason else '?'}", facts
+        facts["_block"] = reason.group(1).strip() if reason else "?"
+        return o.PROXY_BLOCK, f"blocked: {facts['_block']}", facts
     if proc.returncode != 0:
         outcome = network_words(stderr) or _CURL_EXIT.get(proc.returncode, o.ERROR)
         return outcome, f"curl exit {proc.returncode}: {stderr[-200:]}", facts
@@ -134,6 +135,7 @@ def git_push(workdir: str, url: str, files: dict[str, str], env: dict[str, str],
     # git first asks the proxy without its credential: that 407 challenge is not a block.
     reasons = [r for r in re.findall(r"x-yolo-cage-block:\s*(\S+)", trace, re.I) if r != "proxy-auth-required"]
     if reasons:
+        facts["_block"] = reasons[-1]
         return o.PROXY_BLOCK, f"blocked: {reasons[-1]}", facts
     return network_words(trace) or o.CLOSED, f"git push exit {proc.returncode}", facts
 
