@@ -160,7 +160,8 @@ class Runtime:
         )
         self.write_audit(audit.record(event))
 
-    def audit_message(self, flow: http.HTTPFlow, decision: Decision, index: int, size: int, scan: ScanInfo) -> None:
+    def audit_message(self, flow: http.HTTPFlow, decision: Decision, index: int, size: int, scan: ScanInfo) -> bool:
+        """Record a WebSocket message's decision; False when it could not be recorded."""
         req = flow.request
         event = audit.Event(
             request_id=f"{flow.id}.ws{index}",
@@ -179,12 +180,13 @@ class Runtime:
             request_bytes=size,
             scan_ms=scan.scan_ms,
         )
-        self.write_audit(audit.record(event))
+        return self.write_audit(audit.record(event))
 
-    def write_audit(self, entry: dict[str, object], flow: http.HTTPFlow | None = None) -> None:
+    def write_audit(self, entry: dict[str, object], flow: http.HTTPFlow | None = None) -> bool:
         config = self.require_config()
         try:
             config.audit.write(entry)
+            return True
         except OSError as exc:
             log.error("AUDIT LOG WRITE FAILED (%s): %s", config.audit.path, exc)
             if flow is not None and flow.response is None and flow.live:
@@ -192,6 +194,7 @@ class Runtime:
                 decision = error("audit-unavailable", "audit", "the decision could not be recorded; blocked")
                 flow.metadata[DECISION] = decision
                 flow.response = refusal(decision, flow.id)
+            return False
 
 
 def _client_text(conn: connection.Client) -> str:

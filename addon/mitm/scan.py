@@ -142,4 +142,5 @@ class ContentScan:
         decision, info = await self._scan(config, target.name, payload)
         if not decision.allowed:
             drop_websocket_message(flow)
-        self.runtime.audit_message(flow, decision, index, len(message.content), info)
+        if not self.runtime.audit_message(flow, decision, index, len(message.content), info):
+            drop_websocket_message(flow)  # a message that cannot be recorded does not go out
