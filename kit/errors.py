@@ -56,3 +56,13 @@ class StepError(CageError):
 
 class BackendError(CageError):
     """The running cage is not in the state an operation needs (not up, agent unknown, ...)."""
+
+
+class BuildError(CageError):
+    """An image build step failed; ``output`` is what the failed command printed (if any)."""
+
+    def __init__(self, step: str, cause: BaseException):
+        self.step = step
+        self.cause = cause
+        self.output = getattr(cause, "output", "")
+        super().__init__(f"image build failed at step '{step}': {cause}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import base_image, base_offline, cabundle, console, pyreqs
-from kit.errors import CageError, PrerequisiteError, RunError
+from kit.errors import BuildError, CageError, PrerequisiteError, RunError, StepError
 from kit.names import image_ref
 from kit.runner import run, stream
 from kit.steps import Step, run_steps
@@ -123,18 +123,32 @@ def build(options: BuildOptions, *, engine: base_image.Engine | None = None) -> 
     """Build the selected images; raises a CageError naming the failed step."""
     engine = engine or base_image.DockerEngine()
     specs = selected(options)
-    report = BuildReport()
+    report = BuildReport(extra_ca=check_options(options))
     check_docker()
     with build_lock():
         steps = [
             Step("choose the base image", lambda: _choose_base(options, engine, report)),
             Step("build the offline base image", lambda: _build_base_if_needed(report)),
-            Step("prepare .build/ (extra CA, requirements from uv.lock)", lambda: _prepare(options, specs, report)),
+            Step("prepare .build/ (extra CA, requirements from uv.lock)", lambda: _prepare(specs, report)),
         ]
         steps += [Step(f"build {image_ref(s.name, options.tag)}", _builder(s, options, report)) for s in specs]
-        run_steps(steps)
+        try:
+            # Builds have nothing to undo: each image is tagged only once it is complete.
+            run_steps(steps, retain=True)
+        except StepError as exc:
+            raise BuildError(exc.step, exc.cause) from exc.cause
     _summary(report)
     return report
+
+
+def check_options(options: BuildOptions) -> cabundle.ExtraCA | None:
+    """Every problem with the options before anything runs; returns the resolved extra CA."""
+    if options.base not in base_image.MODES:
+        raise CageError(f"unknown base mode {options.base!r}; choose one of: {', '.join(base_image.MODES)}")
+    extra = cabundle.resolve(options.extra_ca)
+    if options.runtime_extra_ca and extra is None:
+        raise CageError("--runtime-extra-ca asks to keep the extra CA in the proxy image, but no extra CA was found")
+    return extra
 
 
 def check_docker() -> None:
@@ -173,12 +187,9 @@ def _build_base_if_needed(report: BuildReport) -> None:
         console.info("  not needed")
 
 
-def _prepare(options: BuildOptions, specs: Sequence[ImageSpec], report: BuildReport) -> None:
-    report.extra_ca = cabundle.resolve(options.extra_ca)
+def _prepare(specs: Sequence[ImageSpec], report: BuildReport) -> None:
     write_extra_ca(report.extra_ca, BUILD_DIR)
     console.info(f"  extra CA: {report.extra_ca.describe() if report.extra_ca else 'none'}")
-    if options.runtime_extra_ca and report.extra_ca is None:
-        raise CageError("--runtime-extra-ca asks to keep the extra CA in the proxy image, but no extra CA was found")
     for group in sorted({g for s in specs for g in s.groups}):
         pyreqs.write(group, REPO_ROOT, BUILD_DIR / "requirements")
 

@@ -85,10 +85,14 @@ def test_extra_ca_file_is_always_written_empty_when_none(tmp_path: Path) -> None
     assert path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
 
 
-def test_runtime_extra_ca_without_a_bundle_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(images, "BUILD_DIR", tmp_path)
+def test_bad_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(CageError, match="no extra CA was found"):
-        images._prepare(BuildOptions(extra_ca="none", runtime_extra_ca=True), [], images.BuildReport())
+        images.check_options(BuildOptions(extra_ca="none", runtime_extra_ca=True))
+    with pytest.raises(CageError, match="unknown base mode 'cloud'"):
+        images.check_options(BuildOptions(base="cloud", extra_ca="none"))
+    with pytest.raises(CageError, match="not a file"):
+        images.check_options(BuildOptions(extra_ca=str(tmp_path / "missing.pem")))
+    assert images.check_options(BuildOptions(extra_ca="none")) is None
 
 
 # -- the Dockerfiles themselves --------------------------------------------------
