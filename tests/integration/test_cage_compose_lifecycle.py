@@ -17,12 +17,30 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(9
 
 
 @pytest.fixture
-def make_backend(docker_client, run_id: str, test_labels: dict[str, str], tmp_path: Path, monkeypatch) -> Iterator:
+def run_tag(docker_client, run_id: str) -> Iterator[str]:
+    """This run's own tag on the cage images: a rebuild by someone else meanwhile cannot change them."""
+    tag = f"yct-{run_id}"
+    for name in ("netguard", "scanner", "proxy", "agent"):
+        docker_client.images.get(image_ref(name)).tag(f"yolo-cage/{name}", tag)
+    yield tag
+    for name in ("netguard", "scanner", "proxy", "agent"):
+        docker_client.images.remove(image_ref(name, tag))  # only this tag; the image stays
+
+
+@pytest.fixture
+def make_backend(
+    docker_client, run_id: str, run_tag: str, test_labels: dict[str, str], tmp_path: Path, monkeypatch
+) -> Iterator:
     monkeypatch.setenv("YOLO_CAGE_STATE_DIR", str(tmp_path / "state"))
     made: list[ComposeBackend] = []
 
     def make(suffix: str, **fields) -> ComposeBackend:
-        data = {"apiVersion": settings_mod.API_VERSION, "kind": settings_mod.KIND, "project": f"yct-{run_id}-{suffix}"}
+        data = {
+            "apiVersion": settings_mod.API_VERSION,
+            "kind": settings_mod.KIND,
+            "project": f"yct-{run_id}-{suffix}",
+            "images": {"tag": run_tag},
+        }
         settings = settings_mod.from_mapping({**data, **fields}, source="test", base_dir=tmp_path)
         backend = ComposeBackend(settings, test_labels=test_labels, build=False, client=docker_client)
         made.append(backend)
@@ -45,7 +63,7 @@ def leftovers(client, project: str) -> dict[str, list[str]]:
 def netguard_rules_in_place(client, project: str, labels: dict[str, str]) -> bool:
     """netguard's own `check`, run beside the cage: True only if every rule is installed."""
     container = client.containers.run(
-        image_ref("netguard"),
+        image_ref("netguard"),  # the program is compose.yaml's, the image only brings iptables
         entrypoint=["/bin/sh", "-c", netguard_script(), "netguard", "check"],
         command=[], network_mode="host", user="0:0", cap_drop=["ALL"], cap_add=["NET_ADMIN", "NET_RAW"],
         environment={"YOLO_CAGE_BRIDGE_PREFIX": bridge_prefix(project)}, labels=labels, detach=True,
