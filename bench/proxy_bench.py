@@ -141,7 +141,11 @@ def row(name: str, values: list[float]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="yolo-cage-bench-"))
+    with tempfile.TemporaryDirectory(prefix="yolo-cage-bench-") as tmp:
+        return run_in(args, Path(tmp))
+
+
+def run_in(args: argparse.Namespace, tmp: Path) -> int:
     upstream = Upstream(free_port(), free_port())
     sink = subprocess.Popen([sys.executable, str(ROOT / "bench" / "proxy_bench_sink.py"), str(upstream.http_port)])
     ca = TestCA(tmp / "ca")
