@@ -10,14 +10,25 @@ so that a secret in a host name never reaches a DNS resolver.
 
 from __future__ import annotations
 
-from mitmproxy import http, tcp
+from mitmproxy import ctx, http, tcp
 
 from addon.decision import block
 from addon.destinations import agreement, decide_name, decide_raw_tunnel
+from addon.mitm.responses import refusal
 from addon.mitm.runtime import Runtime, log
 from addon.mitm.safety import guard
 
 TARGET = "yolo_cage.target"
+
+
+def _is_websocket_upgrade(flow: http.HTTPFlow) -> bool:
+    """mitmproxy's own test for a WebSocket handshake (the WebSocket layer scans those messages)."""
+    assert flow.response is not None
+    return (
+        flow.response.headers.get("upgrade", "").lower() == "websocket"
+        and flow.request.headers.get("Sec-WebSocket-Version", "") == "13"
+        and bool(ctx.options.websocket)
+    )
 
 
 def _authority(host: str, port: int) -> str:
@@ -81,6 +92,26 @@ class Destinations:
             return False
         flow.metadata[TARGET] = host
         return True
+
+    @guard
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """A 101 that is not a WebSocket upgrade would turn the connection into an unscanned raw tunnel."""
+        response = flow.response
+        if response is None or response.status_code != 101 or _is_websocket_upgrade(flow):
+            return
+        decision = decide_raw_tunnel(self.runtime.require_config().destinations)
+        if decision.allowed:
+            log.warning("UNSAFE: raw TCP after HTTP 101 allowed by %s", decision.rule)
+        else:
+            self.runtime.client(flow.client_conn).raw_denied = True
+            flow.response = refusal(decision, flow.id)
+        self.runtime.audit_upgrade(flow, decision)
+
+    @guard
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        # Second line: nothing crosses a raw tunnel this client connection was refused.
+        if self.runtime.client(flow.client_conn).raw_denied and flow.messages:
+            flow.messages[-1].content = b""
 
     @guard
     def tcp_start(self, flow: tcp.TCPFlow) -> None:

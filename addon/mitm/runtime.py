@@ -160,6 +160,23 @@ class Runtime:
         )
         self.write_audit(audit.record(event))
 
+    def audit_upgrade(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        """A raw tunnel requested by an HTTP 101 answer (recorded like any raw tunnel)."""
+        req = flow.request
+        event = audit.Event(
+            request_id=f"{flow.id}.upgrade",
+            kind="tcp",
+            decision=decision,
+            agent=flow.metadata.get(AGENT),
+            client=_client_text(flow.client_conn),
+            method=req.method,
+            scheme=req.scheme,
+            host=req.pretty_host,
+            port=req.port,
+            path=path_only(req.path),
+        )
+        self.write_audit(audit.record(event))
+
     def audit_message(self, flow: http.HTTPFlow, decision: Decision, index: int, size: int, scan: ScanInfo) -> bool:
         """Record a WebSocket message's decision; False when it could not be recorded."""
         req = flow.request

@@ -493,9 +493,15 @@ def started(*things: Any) -> Iterator[Any]:
 
 
 class RawSink:
-    """A plain TCP server that records every byte it receives (for raw-tunnel tests)."""
+    """A plain TCP server that records every byte it receives (for raw-tunnel tests).
 
-    def __init__(self) -> None:
+    With ``switch=True`` it first answers any HTTP request with ``101 Switching
+    Protocols`` to a made-up protocol, as an attacker's server would to open a
+    raw channel through an HTTP proxy, and records what follows.
+    """
+
+    def __init__(self, switch: bool = False) -> None:
+        self.switch = switch
         self.port = free_port()
         self.data = bytearray()
         self._server = socket.create_server(("127.0.0.1", self.port))
@@ -516,6 +522,9 @@ class RawSink:
             with conn:
                 conn.settimeout(2)
                 try:
+                    if self.switch:
+                        _read_head(conn)
+                        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: rawproto\r\nConnection: Upgrade\r\n\r\n")
                     while chunk := conn.recv(4096):
                         self.data += chunk
                         conn.sendall(b"ack")

@@ -11,9 +11,11 @@ same request is refused without it.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import secrets
+import socket
 import string
 import time
 import uuid
@@ -296,6 +298,39 @@ def test_raw_tcp_through_connect_is_refused_unless_unsafe(workdir: Path, scanner
         for p in proxies.values():
             p.stop()
         raw.stop()
+
+
+def test_an_http_101_to_a_raw_protocol_is_refused_unless_unsafe(workdir: Path, scanner: ScannerService, sink: Sink, ca: TestCA) -> None:
+    switcher = RawSink(switch=True).start()
+    proxies = {
+        allowed: Proxy(workdir / f"upgrade-{allowed}", scanner.url, sink, ca.ca_file, extra_ports=(switcher.port,),
+                       extra_destinations="  unsafe_allow_raw_tunnels: true\n" if allowed else "")
+        for allowed in (False, True)
+    }
+    try:
+        for allowed, p in proxies.items():
+            p.start()
+            payload = b"RAW-AFTER-101 " + uuid.uuid4().hex.encode()
+            creds = base64.b64encode(f"{AGENT}:{TOKEN}".encode()).decode()
+            with socket.create_connection(("127.0.0.1", p.port), timeout=10) as sock:
+                sock.sendall(
+                    f"GET http://sink.test:{switcher.port}/upgrade HTTP/1.1\r\nHost: sink.test:{switcher.port}\r\n"
+                    f"Proxy-Authorization: Basic {creds}\r\nUpgrade: rawproto\r\nConnection: Upgrade\r\n\r\n".encode()
+                )
+                status = sock.recv(4096).split(b"\r\n", 1)[0]
+                try:
+                    sock.sendall(payload)
+                    time.sleep(0.5)
+                except OSError:
+                    pass
+            assert (b" 101 " in status) is allowed, status
+            assert (payload in switcher.data) is allowed
+            line = p.audit()[-1]
+            assert (line["kind"], line["decision"]) == ("tcp", "allow" if allowed else "block")
+    finally:
+        for p in proxies.values():
+            p.stop()
+        switcher.stop()
 
 
 def test_loopback_is_refused_without_the_unsafe_private_networks_setting(workdir: Path, scanner: ScannerService, proxy: Proxy, sink: Sink, ca: TestCA) -> None:

@@ -560,3 +560,48 @@ def test_a_request_that_dies_before_its_decision_is_still_recorded(cage) -> None
     line = c.audit()[-1]
     assert (line["request_id"], line["decision"], line["reason"]) == (flow.id, "error", "aborted")
     assert flow.response is None  # nobody to answer
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "version", "raw_allowed", "refused"),
+    [
+        ("foo", "", False, True),  # a server-chosen raw protocol: an unscanned tunnel
+        ("websocket", "", False, True),  # not a WebSocket handshake mitmproxy would parse
+        ("websocket", "13", False, False),  # a WebSocket: its messages are scanned
+        ("foo", "", True, False),  # unsafe_allow_raw_tunnels
+    ],
+)
+def test_a_101_that_is_not_a_websocket_is_refused(cage, upgrade, version, raw_allowed, refused) -> None:
+    from mitmproxy.test import tutils
+
+    policy = POLICY.replace("destinations:\n", "destinations:\n  unsafe_allow_raw_tunnels: true\n", 1) if raw_allowed else POLICY
+
+    async def main():
+        c = cage(policy=policy).configure()
+        flow = request(headers=[(b"Upgrade", upgrade.encode())] + ([(b"Sec-WebSocket-Version", version.encode())] if version else []))
+        await c.send(flow)
+        assert flow.response is None
+        flow.response = tutils.tresp(status_code=101, headers=http.Headers([(b"Upgrade", upgrade.encode())]), content=b"")
+        await c.hook("responseheaders", flow)
+        return c, flow
+
+    c, flow = run(main())
+    assert (flow.response.status_code == 403) is refused
+    if refused:
+        assert refusal(flow)["reason"] == "raw-tunnel"
+        assert c.runtime.client(flow.client_conn).raw_denied
+    line = c.audit()[-1]
+    if upgrade == "foo" or refused:
+        assert (line["kind"], line["decision"]) == ("tcp", "block" if refused else "allow")
+
+
+def test_raw_tcp_messages_are_emptied_once_refused(cage) -> None:
+    async def main():
+        c = cage().configure()
+        flow = tflow.ttcpflow()
+        c.runtime.client(flow.client_conn).raw_denied = True
+        await c.hook("tcp_message", flow)
+        return flow
+
+    flow = run(main())
+    assert flow.messages[-1].content == b""
