@@ -195,6 +195,8 @@ class DenyRule(_Strict):
 class Rules(_Strict):
     """Method + path rules per host. The GitHub API set applies to api.github.com."""
 
+    # Every other method is refused: a made-up method name is a channel the scanner does not read.
+    methods: Annotated[tuple[Method, ...], Field(min_length=1)] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     # GitHub Enterprise Server hosts: the same set under /api/v3 (and /api/graphql).
     github_enterprise_hosts: tuple[HostPattern, ...] = ()
     unsafe_disable_github_defaults: StrictBool = False

@@ -51,9 +51,12 @@ class GraphQLGate:
 class RuleSet:
     rules: tuple[DenyRule, ...]
     graphql: tuple[GraphQLGate, ...]
+    methods: frozenset[str] = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
     def decide(self, method: str, host: str, path: str) -> Decision | None:
         """The first rule that denies this request, or None (rules never allow)."""
+        if method.upper() not in self.methods:
+            return block("method-not-allowed", "rules.methods", f"the HTTP method {method[:16]!r} is not allowed")
         segments = normalise_path(path)
         for rule in self.rules:
             if rule.applies(method.upper(), host, segments):
@@ -77,7 +80,7 @@ def compile_rules(rules: Rules) -> RuleSet:
         if rules.github_enterprise_hosts:
             compiled += _github((rules.github_enterprise_hosts, "/api/v3"))
             gates.append(GraphQLGate(rules.github_enterprise_hosts, ("api", "graphql"), GITHUB_GRAPHQL_MUTATIONS))
-    return RuleSet(tuple(compiled), tuple(gates))
+    return RuleSet(tuple(compiled), tuple(gates), frozenset(rules.methods))
 
 
 def _github(where: tuple[tuple[str, ...], str]) -> list[DenyRule]:

@@ -145,3 +145,13 @@ def test_graphql_batches_query_strings_and_unreadable_bodies() -> None:
     unreadable = decide_graphql(GATE, b"\x00not json", "")
     assert unreadable is not None and "cannot be checked" in unreadable.detail
     assert graphql_mutations('mutation { a(x: """ mergeBranch \\""" deleteRef """) }') == {"mutation", "a", "x"}
+
+
+def test_only_listed_methods_pass() -> None:
+    assert DEFAULTS.decide("GET", "example.com", "/") is None
+    refused = DEFAULTS.decide("GHP1234SECRETISH", "example.com", "/")
+    assert refused is not None and refused.reason == "method-not-allowed"
+    assert DEFAULTS.decide("TRACE", "example.com", "/").reason == "method-not-allowed"
+    dav = compile_rules(policy.parse(HEAD + "rules: {methods: [GET, PROPFIND]}\n").rules)
+    assert dav.decide("PROPFIND", "example.com", "/") is None
+    assert dav.decide("POST", "example.com", "/").reason == "method-not-allowed"
