@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import io
 import json
@@ -22,7 +23,7 @@ import string
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,6 @@ class Sink:
     ca_pem: bytes
     ip4: str = ""
     ip6: str = ""
-    metadata_network: Any = None
     names: tuple[str, ...] = SINK_NAMES
 
     @classmethod
@@ -157,14 +157,26 @@ class Sink:
             self.container, ipv4_address=self.ip4, ipv6_address=self.ip6, aliases=list(names)
         )
 
-    def join_metadata(self, client, run_id: str, labels: dict[str, str]) -> None:
-        """Own the cloud metadata address on a network of its own: the host can reach it, agents must not."""
+    @contextlib.contextmanager
+    def owning_metadata(self, client, run_id: str, labels: dict[str, str]) -> Iterator[None]:
+        """For the block's duration the sink owns the cloud metadata address, on a network of its own:
+        this host can reach it, agents must not. Another test world may own it already (one subnet
+        per engine): then that world's sink answers, and the host-side control still decides."""
+        from docker.errors import APIError
+
         meta = ipaddress.ip_network("169.254.169.0/24")
-        ipam = _ipam(meta)
-        self.metadata_network = client.networks.create(
-            f"yct-{run_id}-meta", driver="bridge", ipam=ipam, labels=dict(labels)
-        )
-        self.metadata_network.connect(self.container, ipv4_address=METADATA_IP)
+        try:
+            network = client.networks.create(f"yct-{run_id}-meta", driver="bridge", ipam=_ipam(meta), labels=dict(labels))
+        except APIError:
+            network = None
+        try:
+            if network is not None:
+                network.connect(self.container, ipv4_address=METADATA_IP)
+            yield
+        finally:
+            if network is not None:
+                network.disconnect(self.container, force=True)
+                network.remove()
 
     def read(self, path: str) -> bytes:
         stream, _ = self.container.get_archive(path)
@@ -190,9 +202,7 @@ class Sink:
         try:
             self.container.remove(force=True)
         finally:
-            for net in (self.metadata_network, self.side_network):
-                if net is not None:
-                    net.remove()
+            self.side_network.remove()
 
 
 def _blobs(value: Any) -> Iterable[bytes]:
@@ -349,8 +359,9 @@ class CageUnderTest:
     sink: Sink
     egress4: ipaddress.IPv4Network
     egress6: ipaddress.IPv6Network
+    run_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
     agent: str = "dev"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def project(self) -> str:
@@ -371,6 +382,9 @@ class CageUnderTest:
 
     def probe_from(self, role: str, targets: Sequence[tuple[str, int | None]]) -> dict[str, str]:
         return run_probe(lambda argv, timeout: self.role_exec(role, argv, timeout=timeout), targets)
+
+    def owning_metadata(self):
+        return self.sink.owning_metadata(self.client, self.run_id, self.labels)
 
     def sink_probe(self, targets: Sequence[tuple[str, int | None]]) -> dict[str, str]:
         """Probes from the sink: an ordinary container, on a plain bridge as well as on egress."""

@@ -114,8 +114,10 @@ def compose_cage(
         _ensure_images(backend)
         backend.up()
         sink.join_egress(docker_client, f"{project}_egress", egress4, egress6, SINK_NAMES)
-        sink.join_metadata(docker_client, run_id, test_labels)
-        yield CageUnderTest(backend=backend, client=docker_client, sink=sink, egress4=egress4, egress6=egress6)
+        yield CageUnderTest(
+            backend=backend, client=docker_client, sink=sink, egress4=egress4, egress6=egress6,
+            run_id=run_id, labels=test_labels,
+        )  # fmt: skip
     finally:
         try:
             sink.remove()

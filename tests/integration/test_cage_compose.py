@@ -100,7 +100,8 @@ def test_agent_cannot_reach_the_docker_host_by_any_of_its_addresses(
     assert compose_cage.sink_probe([(side_gateway, port)]) == {f"{side_gateway}:{port}": "open"}
     seen_before = len(host_listener.peers)
     assert not_open(compose_cage.probe_from_agent(targets)) == {}
-    # The proxy's egress bridge is closed to the host too (the proxy never needs the host).
+    # The scanner's and the proxy's bridges are closed to the host too (neither needs the host).
+    assert not_open(compose_cage.probe_from("scanner", [(g, port) for g in gateways] + [(docker0, port)])) == {}
     assert not_open(compose_cage.probe_from("proxy", [(g, port) for g in gateways])) == {}
     assert host_listener.peers[seen_before:] == []
 
@@ -117,9 +118,10 @@ def test_ipv6_is_off_in_the_agent(compose_cage: CageUnderTest) -> None:
 
 
 def test_agent_cannot_reach_the_metadata_address(compose_cage: CageUnderTest) -> None:
-    # Control: this host has a route to 169.254.169.254 (the sink owns it) and gets an answer.
-    assert connect_from_host(METADATA_IP, 80) == "open"
-    assert not_open(compose_cage.probe_from_agent([(METADATA_IP, 80), (METADATA_IP, 443)])) == {}
+    with compose_cage.owning_metadata():
+        # Control: this host has a route to 169.254.169.254 (a sink owns it) and gets an answer.
+        assert connect_from_host(METADATA_IP, 80) == "open"
+        assert not_open(compose_cage.probe_from_agent([(METADATA_IP, 80), (METADATA_IP, 443)])) == {}
 
 
 def test_agent_cannot_resolve_outside_names(compose_cage: CageUnderTest) -> None:
