@@ -22,7 +22,7 @@ from kit import ca, composeplan, console, hostguard, state, volumes
 from kit.backend import Backend, CageStatus, Component, ExecResult
 from kit.composeplan import AGENT_CA_FILE, DATA_LABEL, PROXY_CA_FILE, Plan
 from kit.errors import BackendError, CageError, PrerequisiteError, RunError
-from kit.names import LABEL_AGENT, LABEL_ROLE, image_ref
+from kit.names import LABEL_AGENT, LABEL_ROLE, ROLE_HELPER, image_ref
 from kit.runner import run
 from kit.settings import Settings
 from kit.steps import Step, run_steps
@@ -166,7 +166,7 @@ class ComposeBackend(Backend):
         proxy_image = image_ref("proxy", self.settings.images.tag)
         uid, gid = volumes.image_user(self.client, proxy_image)
         cage_ca = ca.ensure(self.project)
-        labels = {**self.test_labels, "yolo-cage.project": self.project, "yolo-cage.role": "helper"}
+        labels = {**self.test_labels, "yolo-cage.project": self.project, LABEL_ROLE: ROLE_HELPER}
         config = self._proxy_files(plan, subnets, uid, gid)
         key = {PROXY_CA_FILE: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid)}
         agent_files = {AGENT_CA_FILE: volumes.File(cage_ca.cert_pem, 0o444)}
@@ -291,7 +291,7 @@ class ComposeBackend(Backend):
             cap_add=["NET_ADMIN", "NET_RAW"],
             security_opt=["no-new-privileges:true"],
             environment={"YOLO_CAGE_BRIDGE_PREFIX": hostguard.bridge_prefix(self.project)},
-            labels={**self.test_labels, "yolo-cage.project": self.project, "yolo-cage.role": "helper"},
+            labels={**self.test_labels, "yolo-cage.project": self.project, LABEL_ROLE: ROLE_HELPER},
             remove=True,
         )
         if output.strip():
@@ -346,7 +346,9 @@ class ComposeBackend(Backend):
 
     def read_audit(self, *, tail: int | None = None) -> list[str]:
         """The proxy's audit log lines (from its volume: works while the cage is down, too)."""
-        raw = read_volume_file(self.client, self._volume("audit"), "audit.jsonl", image_ref("proxy", self.settings.images.tag))
+        labels = {**self.test_labels, "yolo-cage.project": self.project, LABEL_ROLE: ROLE_HELPER}
+        image = image_ref("proxy", self.settings.images.tag)
+        raw = read_volume_file(self.client, self._volume("audit"), "audit.jsonl", image, labels)
         lines = [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
         return lines[-tail:] if tail else lines
 
@@ -416,7 +418,7 @@ def netguard_script() -> str:
     return doc["x-netguard-script"].replace("$$", "$")
 
 
-def read_volume_file(client, volume: str, path: str, image: str) -> bytes:
+def read_volume_file(client, volume: str, path: str, image: str, labels: Mapping[str, str] | None = None) -> bytes:
     """One file from a volume, through a never-started helper container and the archive API."""
     from docker.errors import DockerException, NotFound
 
@@ -424,7 +426,7 @@ def read_volume_file(client, volume: str, path: str, image: str) -> bytes:
     try:
         helper = client.containers.create(
             image, entrypoint=["/bin/true"], command=[], network_mode="none",
-            volumes={volume: {"bind": "/volume", "mode": "ro"}},
+            volumes={volume: {"bind": "/volume", "mode": "ro"}}, labels=dict(labels or {}),
         )  # fmt: skip
         stream, _ = helper.get_archive(f"/volume/{path}")
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:

@@ -21,6 +21,8 @@ ROLE_AGENT = "agent"
 ROLE_PROXY = "proxy"
 ROLE_SCANNER = "scanner"
 ROLE_NETGUARD = "netguard"
+# Short-lived, never networked: fills and reads volumes for the kit.
+ROLE_HELPER = "helper"
 # Test-only roles
 ROLE_SINK = "sink"
 
