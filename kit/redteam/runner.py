@@ -196,12 +196,16 @@ class Session:
 
         Controls go first because a scanner may remember what an agent sent
         (the split-across-requests detector does): an attack must not be able
-        to fail another row's control.
+        to fail another row's control. For the same reason the attacks that
+        leave such state (``Technique.stateful``) run after all the others.
         """
-        runnable = [p for p in planned if not p.skip]
-        controls = [c for p in runnable for c in p.controls]
-        attacks = [a for p in runnable if not p.technique.fault for a in p.attacks]
-        for name, probes in (("controls", controls), ("attacks", attacks)):
+        runnable = [p for p in planned if not p.skip and not p.technique.fault]
+        controls = [c for p in planned if not p.skip for c in p.controls]
+        attacks = [a for p in runnable if not p.technique.stateful for a in p.attacks]
+        stateful = [a for p in runnable if p.technique.stateful for a in p.attacks]
+        for name, probes in (("controls", controls), ("attacks", attacks), ("attacks that leave state", stateful)):
+            if not probes:
+                continue
             self.progress(f"{name}: {len(probes)} probes")
             for record in self._exec(agent, probes):
                 self.results[record["marker"]] = record

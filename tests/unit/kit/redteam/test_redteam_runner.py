@@ -54,3 +54,18 @@ def test_faults_the_backend_cannot_inject_are_skipped():
 
 def test_wire_form_drops_private_keys():
     assert runner._wire({"op": "tcp", "_direct": True, "marker": "m"}) == {"op": "tcp", "marker": "m"}
+
+
+def test_controls_then_attacks_then_attacks_that_leave_state():
+    """A scanner that remembers an agent's requests must not let one row decide another's control or attack."""
+    rows = [catalog.by_id(i) for i in ("enc-split-requests", "content-query", "fault-scanner-slow")]
+    plans = runner.plan(rows, TARGETS, "abcdef", ("scanner-slow",))
+    session = runner.Session.__new__(runner.Session)
+    session.results, session.progress, batches = {}, lambda _m: None, []
+    session._exec = lambda agent, probes: batches.append([p["marker"] for p in probes]) or []
+    session._run_main("dev", plans)
+    kinds = [{m[-2] for m in batch} for batch in batches]
+    assert kinds == [{"c"}, {"a"}, {"a"}]
+    assert set(batches[1]) == {a["marker"] for a in plans[1].attacks}  # content-query
+    assert set(batches[2]) == {a["marker"] for a in plans[0].attacks}  # the split-request row, last
+    assert not any(a["marker"] in sum(batches, []) for a in plans[2].attacks)  # fault attacks wait for their fault
