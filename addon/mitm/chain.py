@@ -20,6 +20,7 @@ from addon.mitm.safety import guard
 from addon.mitm.scan import ContentScan
 from addon.mitm.settings import Settings
 from addon.mitm.upstream import Upstream
+from addon.mitm.wscontrol import WebSocketControlFrames
 
 
 class Unfinished:
@@ -48,4 +49,5 @@ def make_addons() -> list[object]:
         ContentScan(runtime),
         Upstream(runtime),
         Unfinished(runtime),
+        WebSocketControlFrames(),
     ]

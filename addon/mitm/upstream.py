@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
+from mitmproxy.proxy.layers.tls import HTTP_ALPNS
 
 from addon.decision import Decision, allow, block
 from addon.destinations import decide_address, decide_addresses
@@ -109,4 +110,7 @@ class Upstream:
         data.server.address = (str(pin.address), port)
         if pin.name != str(pin.address):
             data.server.sni = pin.name
+        # mitmproxy would mirror the client's ALPN offers upstream: arbitrary strings, unscanned.
+        offers = tuple(p for p in data.client.alpn_offers if p in HTTP_ALPNS)
+        data.server.alpn_offers = offers or (b"http/1.1",)
         return None

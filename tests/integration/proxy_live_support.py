@@ -535,3 +535,75 @@ class RawSink:
         self._running = False
         self._thread.join(timeout=5)
         self._server.close()
+
+
+class ControlFrameSink:
+    """A WebSocket server (wsproto on plain TCP) that records every frame, control frames included.
+
+    hypercorn answers pings itself and never shows them to the app; this one
+    writes down pings, pongs, close codes and reasons, and messages.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.frames: list[tuple[str, object]] = []
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, name="ws-control-sink", daemon=True)
+
+    def start(self) -> ControlFrameSink:
+        self._thread.start()
+        return self
+
+    def saw(self, needle: bytes) -> bool:
+        return any(needle in (v if isinstance(v, bytes) else str(v).encode()) for _, v in list(self.frames))
+
+    def _serve(self) -> None:
+        while self._running:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        import wsproto
+        import wsproto.events as ev
+
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        with conn:
+            conn.settimeout(10)
+            try:
+                while data := conn.recv(65536):
+                    ws.receive_data(data)
+                    for event in ws.events():
+                        out = self._answer(event, ev)
+                        if out is not None:
+                            conn.sendall(ws.send(out))
+                        if isinstance(event, ev.CloseConnection):
+                            return
+            except OSError:
+                return
+
+    def _answer(self, event: object, ev: Any) -> object | None:
+        if isinstance(event, ev.Request):
+            return ev.AcceptConnection()
+        if isinstance(event, ev.TextMessage):
+            self.frames.append(("text", event.data.encode()))
+            return ev.TextMessage(data=f"echo {len(event.data)}")
+        if isinstance(event, ev.Ping):
+            self.frames.append(("ping", bytes(event.payload)))
+            return event.response()
+        if isinstance(event, ev.Pong):
+            self.frames.append(("pong", bytes(event.payload)))
+            return None
+        if isinstance(event, ev.CloseConnection):
+            self.frames.append(("close", f"{event.code} {event.reason or ''}".strip()))
+            return event.response()
+        return None
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(timeout=5)
+        self._server.close()

@@ -32,6 +32,7 @@ import zstandard
 from tests.integration.proxy_live_support import (
     AGENT,
     TOKEN,
+    ControlFrameSink,
     Proxy,
     RawSink,
     ScannerDouble,
@@ -226,6 +227,50 @@ def test_websocket_client_messages_are_scanned(proxy: Proxy, sink: Sink) -> None
         [received] = [r for r in sink.snapshot() if r.kind == "websocket"]
         assert received.messages == [f"hello {nonce}".encode()]
         assert not sink.saw(secret)
+
+
+def test_websocket_control_frames_carry_nothing_of_the_clients(workdir: Path, scanner: ScannerService, sink: Sink, ca: TestCA) -> None:
+    frames = ControlFrameSink().start()
+    p = Proxy(workdir / "ws-control", scanner.url, sink, ca.ca_file, extra_ports=(frames.port,)).start()
+    secret = github_token().encode()
+    try:
+        with websockets.sync.client.connect(f"ws://sink.test:{frames.port}/", proxy=p.url, open_timeout=10) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=5) == "echo 5"  # the channel works
+            pong = ws.ping(secret[:100])
+            assert pong.wait(5)  # the keep-alive still gets its own payload back
+            ws.pong(secret[:100])  # unsolicited
+            ws.close(code=4000, reason=secret.decode())
+        wait_for(lambda: any(kind == "close" for kind, _ in frames.frames), 5, "the close frame at the sink")
+        kinds = [kind for kind, _ in frames.frames]
+        assert kinds == ["text", "ping", "pong", "close"]
+        assert dict(frames.frames)["close"] == "1000" and dict(frames.frames)["pong"] == b""
+        assert not frames.saw(secret[:20])
+    finally:
+        p.stop()
+        frames.stop()
+
+
+def test_the_clients_alpn_offers_do_not_reach_the_upstream(workdir: Path, scanner: ScannerService, sink: Sink, ca: TestCA) -> None:
+    hello = RawSink().start()  # records the proxy's TLS ClientHello (cleartext) and nothing more
+    p = Proxy(workdir / "alpn", scanner.url, sink, ca.ca_file, extra_ports=(hello.port,)).start()
+    marker = "alpn-" + uuid.uuid4().hex
+    try:
+        ctx = p.ssl_context()
+        ctx.set_alpn_protocols(["http/1.1", marker])
+        with ctx.wrap_socket(p.tunnel("sink.test", hello.port), server_hostname="sink.test") as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: sink.test:{hello.port}\r\n\r\n".encode())
+            tls.settimeout(10)
+            try:
+                tls.recv(4096)  # a 502: the raw sink does not speak TLS
+            except OSError:
+                pass
+        wait_for(lambda: b"sink.test" in hello.data, 5, "the upstream ClientHello")
+        assert b"http/1.1" in hello.data  # the ClientHello did arrive, with the HTTP offer
+        assert marker.encode() not in hello.data
+    finally:
+        p.stop()
+        hello.stop()
 
 
 def test_connect_with_tls_to_a_blocked_site_is_refused_before_connecting(proxy: Proxy, sink: Sink) -> None:

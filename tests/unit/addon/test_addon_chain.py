@@ -445,6 +445,7 @@ def test_server_connect_accepts_only_addresses_approved_for_that_client(cage) ->
 
     approved, other, foreign = run(main())
     assert approved.error is None and approved.sni == "example.com"  # the name, not the IP, goes into SNI
+    assert approved.alpn_offers == (b"http/1.1",)  # the test client offered nothing
     assert other.error and "never approved" in other.error
     assert foreign.error and "never approved" in foreign.error
 
@@ -605,3 +606,20 @@ def test_raw_tcp_messages_are_emptied_once_refused(cage) -> None:
 
     flow = run(main())
     assert flow.messages[-1].content == b""
+
+
+def test_upstream_alpn_offers_are_only_http_protocols(cage) -> None:
+    from mitmproxy import connection
+
+    async def main():
+        c = cage().configure()
+        client = new_client()  # ALPN offers are known once the client's TLS starts, after CONNECT
+        client.alpn_offers = [b"h2", b"ghp_exfiltrated_through_alpn", b"http/1.1"]
+        connect = await c.connect("example.com", client=client)
+        server = connection.Server(address=("example.com", 443))
+        data = server_hooks.ServerConnectionHookData(server=server, client=connect.client_conn)
+        await c.hook("server_connect", data)
+        return data.server
+
+    server = run(main())
+    assert server.error is None and server.alpn_offers == (b"h2", b"http/1.1")
