@@ -86,10 +86,10 @@ def check_settings(ctx: Context) -> Check:
     assert ctx.settings is not None
     unsafe = ctx.settings.unsafe_switches()
     path = settings_mod.default_path()
-    where = str(path) if path.exists() else f"no {path.name}: the defaults"
+    where = f"{path}: valid" if path.exists() else f"no {path.name}, the defaults apply"
     if unsafe:
-        return Check("settings", "warn", f"{where}: valid, with unsafe switches on: {', '.join(unsafe)}")
-    return Check("settings", "ok", f"{where}: valid (backend {ctx.settings.backend}, project {ctx.settings.project})")
+        return Check("settings", "warn", f"{where}, with unsafe switches on: {', '.join(unsafe)}")
+    return Check("settings", "ok", f"{where} (backend {ctx.settings.backend}, project {ctx.settings.project})")
 
 
 def check_policy(ctx: Context) -> Check:
