@@ -229,34 +229,59 @@ def merge_policy(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str,
     return out
 
 
-def attach(cage, *, tag: str = "local") -> ModelContainer:
-    """Put the model on a running red-team cage (``kit.redteam.testcage.TestCage``) as ``api.anthropic.com``.
+CLAUDE_POLICY = "policy.claude.yaml"
 
-    The proxy must trust the model's CA and know the API host's address from
-    its start, so its configuration is extended and ``up`` runs again: only
-    the proxy is recreated (its configuration digest changed).
+
+def attach(cage, *, tag: str = "local") -> ModelContainer:
+    """Put the model on a running red-team cage (``kit.redteam.testcage.TestCage``) as ``api.anthropic.com``."""
+    project = cage.backend.project
+    # A model left by an earlier run (a kept cage) has a TLS key this process
+    # no longer holds: replace it.
+    for old in cage.client.containers.list(all=True, filters={"label": [f"{LABEL_ROLE}=model", f"yolo-cage.project={project}"]}):
+        old.remove(force=True, v=True)
+    model = ModelContainer.start(cage.client, network=f"{project}_egress", egress4=cage.egress4, tls=make_tls(),
+                                 name=f"{project}-model", labels=cage.labels, project=project, tag=tag)
+    try:
+        configure(cage, model)
+    except BaseException:
+        model.remove()
+        raise
+    return model
+
+
+def configure(cage, model: ModelContainer) -> bool:
+    """Make the cage's proxy trust the model and send the API host to it; False if it already did.
+
+    The proxy reads both at its start, so the policy (the cage's own plus
+    :func:`policy_fragment`) and the upstream CAs are extended and ``up`` runs
+    again: only the proxy is recreated (its configuration digest changed).
+    Called before every run: a red-team test that reconfigured the cage for
+    its own purpose may have dropped the model's part.
     """
     import yaml
 
     from addon import policy as policy_model
 
     backend = cage.backend
-    project = backend.project
-    tls = make_tls()
-    model = ModelContainer.start(cage.client, network=f"{project}_egress", egress4=cage.egress4, tls=tls,
-                                 name=f"{project}-model", labels=cage.labels, project=project, tag=tag)
-    try:
-        base = yaml.safe_load(backend.policy_file.read_text(encoding="utf-8")) if backend.policy_file else {
-            "apiVersion": policy_model.API_VERSION, "kind": policy_model.KIND}
-        merged = merge_policy(base, policy_fragment(cage.egress4))
-        path = backend.policy_file.with_name("policy.claude.yaml")
-        text = "# Red-team policy plus the scripted model (kit/redteam/claude_model.py): TEST ONLY.\n"
-        path.write_text(text + yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
-        policy_model.load(path)  # refuse a broken merge here, not in the proxy
-        backend.policy_file = path
-        backend.upstream_cas["model"] = tls.ca_pem
-        backend.up()
-    except BaseException:
-        model.remove()
-        raise
-    return model
+    if backend.policy_file is not None and backend.policy_file.name == CLAUDE_POLICY and \
+            backend.upstream_cas.get("model") == model.tls.ca_pem:
+        return False
+    base = yaml.safe_load(backend.policy_file.read_text(encoding="utf-8")) if backend.policy_file else {
+        "apiVersion": policy_model.API_VERSION, "kind": policy_model.KIND}
+    merged = merge_policy(base, policy_fragment(cage.egress4))
+    path = (backend.policy_file.parent if backend.policy_file else model_dir(backend)) / CLAUDE_POLICY
+    text = "# A red-team policy plus Claude Code's part (kit/redteam/claude_model.py): TEST ONLY.\n"
+    path.write_text(text + yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+    policy_model.load(path)  # refuse a broken merge here, not in the proxy
+    backend.policy_file = path
+    backend.upstream_cas["model"] = model.tls.ca_pem
+    backend.up()
+    return True
+
+
+def model_dir(backend) -> Path:
+    from kit import state
+
+    path = state.project_dir(backend.project) / "redteam"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ API_KEY_CANARY = "env-anthropic"
 # Claude Code's own switch for telemetry, error reporting, feedback and
 # update checks. The agent image sets it; a run can turn it off to measure.
 NONESSENTIAL = "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"
+MAX_RETRIES = "CLAUDE_CODE_MAX_RETRIES"
 SETTLE = 1.0  # seconds for in-flight captures and audit lines to land
 
 
@@ -56,6 +57,7 @@ class ClaudeOptions:
     # key in the agent, as today); with a credential binding, its placeholder.
     agent_api_key: str | None = None
     expected_model_key: str | None = None  # None: the key the agent holds (nothing swaps it on the way)
+    env: Mapping[str, str] = field(default_factory=dict)  # more environment for Claude Code (and its tools)
 
 
 class ClaudeSession:
@@ -137,7 +139,10 @@ class ClaudeSession:
                "ANTHROPIC_API_KEY": self.api_key}
         # An empty value is "off" for Claude Code; the image's default is "1".
         env[NONESSENTIAL] = "" if self.options.nonessential_traffic else "1"
-        return env
+        # A cage that breaks the API path must fail a scenario in seconds, not
+        # after Claude Code's ten retries with back-off.
+        env[MAX_RETRIES] = "2"
+        return {**env, **self.options.env}
 
     def _run_one(self, agent: str, planned: sc.Planned):
         self.progress(f"claude: {planned.scenario.id} ({len(planned.steps)} steps)")

@@ -65,7 +65,7 @@ def test_an_unknown_placeholder_is_an_error_not_an_empty_string() -> None:
 
 
 def test_selection_by_id_or_prefix_and_unknown_ids_are_errors() -> None:
-    assert [s.id for s in sc.select(["paste", "clean-task"])] == ["paste-aws-credentials", "clean-task"]
+    assert [s.id for s in sc.select(["paste", "clean-task"])] == ["clean-task", "paste-aws-credentials"]  # table order
     assert sc.select() == list(sc.SCENARIOS)
     with pytest.raises(KeyError, match="no Claude scenario zzz"):
         sc.select(["zzz"])
@@ -76,10 +76,18 @@ def test_the_script_document_is_what_the_model_loads() -> None:
     scripts = parse_scripts(doc)
     assert set(scripts) == {(RUN, s.id) for s in sc.SCENARIOS}
     one = scripts[(RUN, "curl-noproxy")]
-    assert [s.input["command"] for s in one.steps] == [s.command for s in planned()[2].steps]
+    noproxy = next(p for p in planned() if p.scenario.id == "curl-noproxy")
+    assert [s.input["command"] for s in one.steps] == [s.command for s in noproxy.steps]
     assert len(doc["accept_keys_sha256"]) == 1 and len(doc["accept_keys_sha256"][0]) == 64
     for p in planned():
         assert MARKER.search(p.prompt).groups() == (p.scenario.id, RUN)
+
+
+def test_controls_run_before_attacks_and_the_clean_task_first() -> None:
+    assert sc.SCENARIOS[0].clean
+    for p in planned():
+        roles = [s.role for s in p.steps]
+        assert roles == sorted(roles, key=[sc.LOOK, sc.CONTROL, sc.ATTACK].index), p.scenario.id
 
 
 def test_direct_attempts_fail_fast() -> None:
