@@ -215,16 +215,18 @@ def policy_check(c, path, production=False):
         "agent": "the agent to attack from (default: the first)",
         "only": "comma-separated technique ids or id prefixes, e.g. 'net-,content-query'",
         "allow_offhost": "also send attacks that, if not stopped, would leave this machine",
+        "claude": "also drive the real Claude Code CLI in the agent with a scripted malicious model (ids claude-* in --only)",
     }
 )
-def redteam(c, compose=False, kind=False, keep=False, down=False, agent="", only="", allow_offhost=False):
+def redteam(c, compose=False, kind=False, keep=False, down=False, agent="", only="", allow_offhost=False, claude=False):
     """Attack a cage for real (catalog of exfiltration techniques); scorecard + reports/redteam-*.{txt,json,xml}."""
     from kit.redteam import cli
 
     if down:
         _guard(cli.down)
         return
-    code = _guard(lambda: cli.run(compose=compose, kind=kind, keep=keep, agent=agent, only=only, allow_offhost=allow_offhost))
+    code = _guard(lambda: cli.run(compose=compose, kind=kind, keep=keep, agent=agent, only=only, allow_offhost=allow_offhost,
+                                  claude=claude))
     if code:
         raise Exit(code=code)
 

@@ -285,3 +285,46 @@ def model_dir(backend) -> Path:
     path = state.project_dir(backend.project) / "redteam"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- a kept cage (`invoke redteam --claude --keep`, then another run) -------------------------------------
+
+TLS_FILE = "model-tls.json"
+
+
+def _tls_path(project: str) -> Path:
+    from kit import state
+
+    return state.project_dir(project) / "redteam" / TLS_FILE
+
+
+def save_tls(project: str, tls: ModelTLS) -> None:
+    """The model's TLS material, so a later run can reuse a kept cage's model (the key stays 0600)."""
+    from kit import state
+
+    doc = {"ca": tls.ca_pem.decode(), "chain": tls.chain_pem.decode(), "key": tls.key_pem.decode(), "names": list(tls.names)}
+    state.write_private(_tls_path(project), json.dumps(doc).encode())
+
+
+def kept(cage) -> ModelContainer | None:
+    """The running model of a kept red-team cage, if its proxy was configured for it, else None."""
+    from kit import state
+
+    project = cage.backend.project
+    found = cage.client.containers.list(filters={"label": [f"{LABEL_ROLE}=model", f"yolo-cage.project={project}"]})
+    path = _tls_path(project)
+    if not found or not path.exists() or not (path.parent / CLAUDE_POLICY).exists():
+        return None
+    doc = json.loads(state.read_private(path))
+    tls = ModelTLS(doc["ca"].encode(), doc["chain"].encode(), doc["key"].encode(), tuple(doc["names"]))
+    return ModelContainer(found[0], model_address(cage.egress4), tls)
+
+
+def remove_all(project: str) -> None:
+    """Every model container of ``project`` (a kept cage's, on `invoke redteam --down`)."""
+    from kit.compose import docker_client
+
+    client = docker_client()
+    for container in client.containers.list(all=True, filters={"label": [f"{LABEL_ROLE}=model", f"yolo-cage.project={project}"]}):
+        container.remove(force=True, v=True)
+    _tls_path(project).unlink(missing_ok=True)

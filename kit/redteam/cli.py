@@ -24,9 +24,15 @@ def redteam_project(settings) -> str:
 
 
 def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent: str = "", only: str = "", allow_offhost: bool = False,
-        reports: Path = REPORTS) -> int:
-    """Run the red team; returns the exit code (0 only when the scorecard passes)."""
+        claude: bool = False, reports: Path = REPORTS) -> int:
+    """Run the red team; returns the exit code (0 only when the scorecard passes).
+
+    ``claude`` adds the Claude Code scenarios (:mod:`kit.redteam.claude_cli`);
+    ``only`` ids starting with ``claude-`` pick among those, and when ``only``
+    names nothing else the catalog is skipped.
+    """
     from kit import settings as settings_mod
+    from kit.redteam import claude_cli
 
     if compose and kind:
         raise CageError("choose one backend: --compose or --kind, not both")
@@ -43,8 +49,14 @@ def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent:
         cage = testcage.start(project)
     else:
         console.info(f"using the running red-team cage (project {project})")
+    catalog_ids, claude_ids = claude_cli.split_ids([i.strip() for i in only.split(",") if i.strip()])
     try:
-        return _attack(cage, agent, only, allow_offhost, reports)
+        code = 0
+        if catalog_ids or not claude_ids:
+            code = _attack(cage, agent, ",".join(catalog_ids), allow_offhost, reports)
+        if claude or claude_ids:
+            code = max(code, claude_cli.run(cage, agent=agent, scenarios=claude_ids, keep=keep, reports=reports))
+        return code
     finally:
         if started and not keep:
             console.info(f"removing the red-team cage {project}")
@@ -55,6 +67,7 @@ def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent:
 
 def down() -> None:
     from kit import settings as settings_mod
+    from kit.redteam import claude_cli
 
     project = redteam_project(settings_mod.load())
     cage = testcage.find(project)
@@ -62,6 +75,7 @@ def down() -> None:
         console.info(f"no red-team cage {project} is running")
         return
     cage.stop()
+    claude_cli.down(project)
     console.info(f"removed the red-team cage {project}")
 
 
