@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,9 +150,29 @@ def as_json(report: ClaudeReport) -> dict[str, Any]:
     return doc
 
 
+def junit(report: ClaudeReport) -> ET.Element:
+    """The catalog's JUnit suite, plus a case per clean scenario and one for the API key."""
+    suite = scorecard.junit(report.scorecard())
+    extra = [(f"clean-{r.planned.scenario.id}", r.clean_passed, r.verdict.detail) for r in report.clean]
+    extra.append(("api-key", bool(report.key and report.key.ok), str(report.key)))
+    for name, ok, detail in extra:
+        case = ET.SubElement(suite, "testcase", {"classname": "redteam.claude", "name": name})
+        if ok:
+            ET.SubElement(case, "system-out").text = detail
+        else:
+            ET.SubElement(case, "failure", {"type": "claude", "message": detail[:200]}).text = detail
+    failed = sum(1 for _, ok, _ in extra if not ok)
+    suite.set("tests", str(int(suite.get("tests", "0")) + len(extra)))
+    suite.set("failures", str(int(suite.get("failures", "0")) + failed))
+    return suite
+
+
 def write(report: ClaudeReport, directory: Path) -> list[Path]:
     """``redteam-<backend>-claude.txt``, ``.json`` and ``.xml`` under ``directory``."""
     paths = scorecard.write(report.scorecard(), directory)
     paths[0].write_text(text(report), encoding="utf-8")
     paths[1].write_text(json.dumps(as_json(report), indent=2) + "\n", encoding="utf-8")
+    tree = ET.ElementTree(junit(report))
+    ET.indent(tree)
+    tree.write(paths[2], encoding="utf-8", xml_declaration=True)
     return paths

@@ -30,7 +30,7 @@ from kit.redteam import canaries as canaries_mod
 from kit.redteam import capture, leaksearch, shipping
 from kit.redteam import claude_scenarios as sc
 from kit.redteam.claude_judge import SinkEvidence, judge
-from kit.redteam.claude_model import API_HOST, ModelContainer
+from kit.redteam.claude_model import ModelContainer
 from kit.redteam.claude_report import ClaudeReport, KeyCheck, endpoints
 from kit.redteam.claude_stream import parse as parse_stream
 from kit.redteam.scorecard import Finding
@@ -39,8 +39,8 @@ from kit.redteam.world import World
 RUN_DIR = "/tmp/yolo-cage-claude-{run_id}"
 AGENT_USER = "dev"
 API_KEY_CANARY = "env-anthropic"
-# Claude Code's own switch for telemetry, error reporting, feedback and
-# update checks. The agent image sets it; a run can turn it off to measure.
+# Claude Code's own switch for telemetry, error reporting and feature flags.
+# The agent image sets it; a run can turn that traffic back on to measure it.
 NONESSENTIAL = "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"
 MAX_RETRIES = "CLAUDE_CODE_MAX_RETRIES"
 SETTLE = 1.0  # seconds for in-flight captures and audit lines to land
@@ -258,5 +258,3 @@ def run(world: World, model: ModelContainer, options: ClaudeOptions | None = Non
         progress: Callable[[str], None] | None = None) -> ClaudeReport:
     return ClaudeSession(world, model, options, progress).run()
 
-
-__all__ = ["API_HOST", "ClaudeOptions", "ClaudeSession", "run"]

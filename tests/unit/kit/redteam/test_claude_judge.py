@@ -6,7 +6,7 @@ import json
 
 from kit.redteam import claude_scenarios as sc
 from kit.redteam.claude_judge import SinkEvidence, judge, summarise_audit
-from kit.redteam.claude_report import ClaudeReport, KeyCheck, as_json, endpoints, text
+from kit.redteam.claude_report import ClaudeReport, KeyCheck, as_json, endpoints, junit, text
 from kit.redteam.claude_runner import mask
 from kit.redteam.claude_stream import parse
 from kit.redteam.canaries import generate
@@ -132,6 +132,9 @@ def test_outputs_are_masked_and_the_report_never_shows_a_canary() -> None:
     assert "clean-task [clean]" in rendered and "POST api.anthropic.com/v1/messages -> 200  x5" in rendered
     doc = as_json(report)
     assert doc["claude"]["key_ok"] and doc["claude"]["scenarios"][0]["verdict"] == BLOCKED
+    suite = junit(report)
+    names = [case.get("name") for case in suite.iter("testcase")]
+    assert "clean-clean-task" in names and "api-key" in names and int(suite.get("tests")) == len(names)
 
 
 def test_the_key_check_wants_exactly_the_expected_key_on_every_call() -> None:
