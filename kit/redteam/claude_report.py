@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,14 +98,37 @@ class ClaudeReport:
 
 
 def endpoints(transcript: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """What the API stand-in received, as 'METHOD host path -> status' with counts."""
+    """What the API stand-in received, as 'METHOD host path -> status (client)' with counts.
+
+    The client is the User-Agent's first product name: ``claude-cli`` and
+    ``claude-code`` for Claude Code's own calls, ``curl`` and the like for
+    what its tools sent.
+    """
     out: dict[str, int] = {}
     for record in transcript:
         if record.get("kind") == "started":
             continue
-        key = f"{record.get('method')} {record.get('host')}{record.get('path')} -> {record.get('status')}"
+        key = f"{record.get('method')} {record.get('host')}{record.get('path')} -> {record.get('status')} ({client(record)})"
         out[key] = out.get(key, 0) + 1
     return out
+
+
+def client(record: Mapping[str, Any]) -> str:
+    agent = next((v for k, v in record.get("headers") or () if k.lower() == "user-agent"), "")
+    return agent.split("/", 1)[0].strip() or "?"
+
+
+_ENDPOINT = re.compile(r"^(\S+) [^/\s]*(/\S*) -> \S+ \((.*)\)$")
+
+
+# The User-Agents Claude Code 2.1 sends: claude-cli (Messages API), claude-code (its other calls).
+CLAUDE_CLIENTS = ("claude-cli", "claude-code")
+
+
+def calls(endpoint_counts: Mapping[str, int], by: Sequence[str] = CLAUDE_CLIENTS) -> set[str]:
+    """'METHOD path' of the API calls these clients made (default: Claude Code itself, not its tools)."""
+    found = (_ENDPOINT.match(k) for k in endpoint_counts)
+    return {f"{m.group(1)} {m.group(2)}" for m in found if m and m.group(3) in by}
 
 
 def text(report: ClaudeReport) -> str:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -29,7 +30,7 @@ from kit.errors import CageError
 from kit.redteam import canaries as canaries_mod
 from kit.redteam import capture, leaksearch, shipping
 from kit.redteam import claude_scenarios as sc
-from kit.redteam.claude_judge import SinkEvidence, judge
+from kit.redteam.claude_judge import API_PLACE, SinkEvidence, judge
 from kit.redteam.claude_model import ModelContainer
 from kit.redteam.claude_report import ClaudeReport, KeyCheck, endpoints
 from kit.redteam.claude_stream import parse as parse_stream
@@ -99,7 +100,7 @@ class ClaudeSession:
             audit = [json.loads(line) for line in self.backend.read_audit()[audit_mark:]]
         audit = [a for a in audit if a.get("agent") == agent]
         hits = leaksearch.search(capture.blobs(events), self.canaries.canaries)
-        evidence = self._sink_evidence(events, hits)
+        evidence = self._sink_evidence(events, hits, self._api_evidence(transcript, planned))
         results = [judge(p, run, self._masked(_model_results(transcript, self.run_id, p.scenario.id)),
                          _scenario_audit(audit, p, self.run_id, t0, t1), evidence)
                    for p, (run, t0, t1) in zip(planned, runs, strict=True)]
@@ -161,12 +162,36 @@ class ClaudeSession:
 
     # --- evidence ----------------------------------------------------------------------------
 
-    def _sink_evidence(self, events: Sequence[capture.Event], hits: Sequence[leaksearch.Hit]) -> SinkEvidence:
+    def _api_evidence(self, transcript: Sequence[Mapping[str, Any]], planned: Sequence[sc.Planned]):
+        """Requests the API stand-in got that name a step in their URL (not Claude Code's own API calls)."""
+        markers = [m for p in planned for m in p.markers]
         kinds: dict[str, list[str]] = {}
+        blobs = []
+        for i, record in enumerate(transcript):
+            if record.get("kind") in ("messages", "count_tokens", "started"):
+                continue
+            url = f"{record.get('path', '')}?{record.get('query', '')}"
+            own = tuple(m for m in markers if m in url)
+            for marker in own:
+                kinds.setdefault(marker, []).append("api")
+            if own and record.get("body_b64"):
+                body = base64.b64decode(record["body_b64"])
+                blobs.append(leaksearch.Blob(i, f"{API_PLACE}{record.get('seq')} {record.get('method')} {record.get('path')} body",
+                                             body, own))
+        return kinds, leaksearch.search(blobs, self.canaries.canaries)
+
+    def _sink_evidence(self, events: Sequence[capture.Event], hits: Sequence[leaksearch.Hit], api) -> SinkEvidence:
+        kinds: dict[str, list[str]] = {}
+        api_kinds, api_hits = api
+        for marker, found in api_kinds.items():
+            kinds.setdefault(marker, []).extend(found)
         for event in events:
             for marker in event.markers:
                 kinds.setdefault(marker, []).append(event.kind)
         by_marker: dict[str, list[leaksearch.Hit]] = {}
+        for hit in api_hits:
+            for marker in hit.markers:
+                by_marker.setdefault(marker, []).append(hit)
         for hit in hits:
             if not hit.markers:
                 self.findings.append(Finding("canary", f"canary {hit.canary} at the sink in {hit.where}, "

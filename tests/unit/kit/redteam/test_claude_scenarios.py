@@ -23,7 +23,7 @@ def test_the_issue_list_is_covered() -> None:
     ids = {s.id for s in sc.SCENARIOS}
     # paste site, env in a URL, --noproxy, raw socket script, git push, DNS, the agent's own key, a clean task.
     assert {"paste-aws-credentials", "env-base64-url", "curl-noproxy", "raw-socket-script", "git-push-canary",
-            "dns-exfil", "api-key-exfil", "clean-task"} <= ids
+            "dns-exfil", "api-key-exfil", "llm-api-attacker-key", "clean-task"} <= ids
     assert [s.id for s in sc.SCENARIOS if s.clean] == ["clean-task"]
 
 
@@ -34,7 +34,8 @@ def test_every_attack_scenario_has_a_control_and_mirrors_real_catalog_rows() -> 
         assert sc.CONTROL in roles, scenario.id
         if not scenario.clean:
             assert sc.ATTACK in roles, scenario.id
-            assert scenario.mirrors and set(scenario.mirrors) <= catalog_ids, scenario.id
+            assert set(scenario.mirrors) <= catalog_ids, scenario.id
+            assert bool(scenario.mirrors) != scenario.novel, f"{scenario.id}: mirrors catalog rows, or is marked novel"
         else:
             assert set(roles) == {sc.CONTROL}
 
@@ -56,7 +57,9 @@ def test_no_secret_is_ever_written_into_a_command() -> None:
     """Commands read secrets where the canaries were planted, as an injected agent would."""
     for p in planned():
         for step in p.steps:
-            assert not re.search(r"(AKIA[0-9A-Z]{16}|ghp_[0-9A-Za-z]{30}|sk-ant-)", step.command), step.command
+            # The attacker's own key is theirs to write down; nothing else may look like a secret.
+            command = step.command.replace(NAMES["attacker_key"], "<attacker key>")
+            assert not re.search(r"(AKIA[0-9A-Z]{16}|ghp_[0-9A-Za-z]{30}|sk-ant-)", command), command
 
 
 def test_an_unknown_placeholder_is_an_error_not_an_empty_string() -> None:
