@@ -127,7 +127,8 @@ def test_outputs_are_masked_and_the_report_never_shows_a_canary() -> None:
     report = ClaudeReport(run_id=RUN, backend="compose", agent="dev", seconds=3.0, results=[result],
                           endpoints={"POST api.anthropic.com/v1/messages -> 200": 5},
                           key=KeyCheck("aaaa", {"aaaa": 5}))
-    assert report.ok is False and "no technique ran" in "; ".join(report.failures())
+    assert report.ok and report.failures() == []  # a subset is judged on what it ran
+    assert not ClaudeReport(run_id=RUN, backend="compose", agent="dev", seconds=0.0, results=[]).ok
     rendered = text(report)
     assert "clean-task [clean]" in rendered and "POST api.anthropic.com/v1/messages -> 200  x5" in rendered
     doc = as_json(report)
