@@ -48,6 +48,7 @@ class Event:
     request_bytes: int | None = None
     scan_ms: float | None = None
     total_ms: float | None = None
+    credentials: Sequence[str] = ()  # names of the credential bindings used (never a value)
 
 
 def _url_part(value: str, event: Event, location_prefix: str) -> str:
@@ -86,6 +87,7 @@ def record(event: Event, now: datetime | None = None) -> dict[str, object]:
         "request_bytes": event.request_bytes,
         "scan_ms": _ms(event.scan_ms),
         "total_ms": _ms(event.total_ms),
+        "credentials": list(event.credentials),
     }
 
 

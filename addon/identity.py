@@ -4,8 +4,12 @@ Each agent reaches the proxy as ``http://<agent>:<token>@proxy:8080``. The
 registry file (JSON, written by the kit) holds, per agent, the SHA-256 of its
 token and optionally the networks its requests must come from:
 
-    {"alice": {"token_sha256": "<64 hex>", "networks": ["172.30.1.0/24"]}}
+    {"alice": {"token_sha256": "<64 hex>", "networks": ["172.30.1.0/24"],
+               "branch": "yolo-cage/alice", "repositories": ["github.com/acme/app"],
+               "credentials": {"github-token": "yolo-cage-placeholder-github-token-<24 hex>"}}}
 
+``branch`` and ``repositories`` bind its git pushes (addon.gitsmart);
+``credentials`` holds its placeholder per credential binding (addon.credentials).
 Tokens are never stored in clear. The file is re-read when it changes; a file
 that turns invalid or disappears denies every request until it is fixed
 (fail closed), rather than keeping a stale list of agents.
@@ -24,15 +28,17 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from addon.addresses import IPNetwork, effective
+from addon.credentials import is_placeholder
 from addon.decision import Decision, block
+from addon.gitsmart import canonical_repository, check_branch
 
 _AGENT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_KEYS = {"token_sha256", "networks"}
+_KEYS = {"token_sha256", "networks", "branch", "repositories", "credentials"}
 _DUMMY = bytes(32)
 
 
@@ -48,6 +54,9 @@ class Agent:
     name: str
     token_sha256: bytes
     networks: tuple[IPNetwork, ...] = ()
+    branch: str | None = None
+    repositories: tuple[str, ...] = ()  # canonical host/owner/name (gitsmart.canonical_repository)
+    credentials: Mapping[str, str] = field(default_factory=dict)  # binding name -> placeholder
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,7 @@ def parse_registry(text: str, source: str = "<agents>") -> Registry:
         agent = _agent(name, entry, problems)
         if agent:
             agents[name] = agent
+    problems += _shared_placeholders(agents.values())
     if problems:
         raise RegistryError(source, problems)
     return Registry(agents)
@@ -91,9 +101,69 @@ def _agent(name: str, entry: object, problems: list[str]) -> Agent | None:
     if not (isinstance(digest, str) and _SHA256.match(digest)):
         problems.append(f"{name}.token_sha256: 64 lower-case hex digits required (got {digest!r})")
     networks = _networks(name, entry.get("networks", []), problems)
+    branch = _branch(name, entry.get("branch"), problems)
+    repositories = _repositories(name, entry.get("repositories", []), problems)
+    placeholders = _placeholders(name, entry.get("credentials", {}), problems)
     if len(problems) > start:
         return None
-    return Agent(name, bytes.fromhex(digest), networks)  # type: ignore[arg-type]
+    return Agent(name, bytes.fromhex(digest), networks, branch, repositories, placeholders)  # type: ignore[arg-type]
+
+
+def _branch(name: str, value: object, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    why = check_branch(value) if isinstance(value, str) else "not a string"
+    if why:
+        problems.append(f"{name}.branch: not a git branch name: {why} (got {value!r})")
+        return None
+    return value  # type: ignore[return-value]
+
+
+def _repositories(name: str, value: object, problems: list[str]) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        problems.append(f"{name}.repositories: a list of host/owner/name strings (got {value!r})")
+        return ()
+    out = []
+    for i, item in enumerate(value):
+        canonical = _canonical(item)
+        if canonical is None or canonical != item:
+            problems.append(f"{name}.repositories[{i}]: canonical host/owner/name in lower case, e.g. github.com/acme/app (got {item!r})")
+        else:
+            out.append(canonical)
+    return tuple(out)
+
+
+def _canonical(item: object) -> str | None:
+    if not isinstance(item, str):
+        return None
+    try:
+        return canonical_repository(item)
+    except ValueError:
+        return None
+
+
+def _placeholders(name: str, value: object, problems: list[str]) -> dict[str, str]:
+    if not isinstance(value, dict):
+        problems.append(f"{name}.credentials: an object mapping credential names to placeholders (got {value!r})")
+        return {}
+    out = {}
+    for binding, placeholder in value.items():
+        if not (isinstance(placeholder, str) and is_placeholder(placeholder) and f"-{binding}-" in placeholder):
+            problems.append(f"{name}.credentials.{binding}: a placeholder yolo-cage-placeholder-{binding}-<24 hex> (got {placeholder!r})")
+        else:
+            out[binding] = placeholder
+    return out
+
+
+def _shared_placeholders(agents: Iterable[Agent]) -> list[str]:
+    owners: dict[str, str] = {}
+    problems = []
+    for agent in agents:
+        for placeholder in agent.credentials.values():
+            if placeholder in owners:
+                problems.append(f"{agent.name}: shares a placeholder with {owners[placeholder]} (each agent needs its own)")
+            owners[placeholder] = agent.name
+    return problems
 
 
 def _networks(name: str, value: object, problems: list[str]) -> tuple[IPNetwork, ...]:

@@ -31,6 +31,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
 from addon.hostnames import HostError, matches, parse_host
@@ -203,12 +204,222 @@ class Rules(_Strict):
     deny: tuple[DenyRule, ...] = ()
 
 
+# --- credentials (bindings) and git ---------------------------------------------------
+
+_BINDING_NAME = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_REPO_PATTERN = re.compile(r"^(\*\*|[a-z0-9*][a-z0-9.:*-]*(/[a-z0-9_.*-]+)*)$")
+# Headers a credential may never be placed in: they frame or route the request,
+# or belong to the proxy.
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
+     "proxy-authorization", "proxy-connection", "keep-alive", "cookie"}
+)  # fmt: skip
+
+
+def _binding_name(value: str) -> str:
+    if not _BINDING_NAME.match(value):
+        raise ValueError("a lower-case name: letters, digits and '-', starting with a letter (at most 48)")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError("an HTTP header name")
+    if value.lower() in _RESERVED_HEADERS:
+        raise ValueError(f"{value} frames or routes the request; a credential cannot be placed there")
+    return value
+
+
+def _scheme(value: str) -> str:
+    if not _SCHEME.match(value):
+        raise ValueError("an HTTP auth scheme such as Bearer, Basic or token")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError("an environment variable name (letters, digits, '_')")
+    return value
+
+
+def _repo_pattern(value: str) -> str:
+    if not _REPO_PATTERN.match(value):
+        raise ValueError("host/owner/name in lower case; '*' is one segment, '**' alone is every repository")
+    return value
+
+
+BindingName = Annotated[StrictStr, AfterValidator(_binding_name)]
+HeaderName = Annotated[StrictStr, AfterValidator(_header_name)]
+Scheme = Annotated[StrictStr, AfterValidator(_scheme)]
+EnvName = Annotated[StrictStr, AfterValidator(_env_name)]
+RepoPattern = Annotated[StrictStr, AfterValidator(_repo_pattern)]
+
+
+class CredentialSource(_Strict):
+    """Where the kit finds the real value on the host. The proxy never reads this:
+    it gets the value as a file (``/run/yolo-cage/credentials/<name>``)."""
+
+    env: EnvName | None = None
+    # ~ is expanded; a relative path is relative to the policy file.
+    file: Annotated[StrictStr, Field(min_length=1)] | None = None
+    # RFC 6901 pointer into a JSON file, e.g. /claudeAiOauth/accessToken.
+    json_pointer: Annotated[StrictStr, Field(pattern=r"^(/[^/]*)+$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> CredentialSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("exactly one of env or file")
+        if self.json_pointer is not None and self.file is None:
+            raise ValueError("json_pointer needs file")
+        return self
+
+
+class Placement(_Strict):
+    """One place a credential may appear: a header, with an auth scheme or as the whole value."""
+
+    header: HeaderName
+    scheme: Scheme | None = None  # None: the header's whole value is the credential
+    username: Annotated[StrictStr, Field(pattern=r"^[^:\s]{1,64}$")] | None = None  # Basic only
+    hosts: tuple[HostPattern, ...] = ()  # narrows the binding's hosts; empty: all of them
+    paths: tuple[PathPattern, ...] = ()  # where the credential may be sent; empty: any path
+
+    @model_validator(mode="after")
+    def _basic_needs_user(self) -> Placement:
+        basic = (self.scheme or "").lower() == "basic"
+        if basic and self.username is None:
+            raise ValueError("scheme Basic needs username (the real value is the password)")
+        if not basic and self.username is not None:
+            raise ValueError("username is only for scheme Basic")
+        return self
+
+
+BindingMode = Literal["inject", "passthrough"]
+
+
+class Binding(_Strict):
+    """A credential bound to its hosts and places. Fields left out come from ``preset``.
+
+    ``inject``: the agent holds a placeholder, the proxy swaps in the real value
+    on matching requests (after the scan). ``passthrough`` (the weaker mode): the
+    agent holds the real value itself; it is allowed only in its places on its
+    hosts and blocked everywhere else as a registered fingerprint.
+    """
+
+    name: BindingName
+    preset: Literal["anthropic-api-key", "github-token", "claude-oauth"] | None = None
+    mode: BindingMode | None = None
+    source: CredentialSource | None = None
+    hosts: tuple[HostPattern, ...] | None = None
+    where: tuple[Placement, ...] | None = None
+    agent_env: tuple[EnvName, ...] = ()  # variables holding the placeholder in the agents
+    required: StrictBool = True  # false: skipped (with a notice) when the source has no value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        if isinstance(data, dict) and "preset" not in data:
+            return {"mode": "inject", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _complete(self) -> Binding:
+        missing = [k for k in ("mode", "source", "hosts", "where") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required (or a preset that gives them)")
+        if not self.hosts or not self.where:
+            raise ValueError("hosts and where must not be empty")
+        if self.mode == "passthrough" and self.agent_env:
+            raise ValueError("agent_env is for inject mode (a passthrough credential has no placeholder)")
+        return self
+
+
+_GIT_PATHS = ("/*/*/info/refs", "/*/*/git-upload-pack", "/*/*/git-receive-pack")
+
+# Ready-made bindings. Claude Code reads ANTHROPIC_API_KEY and sends it as
+# x-api-key; git sends Basic x-access-token:<token> after a 401 (the agent
+# image's credential helper answers with $GH_TOKEN); the REST API takes Bearer
+# or token. claude-oauth is the weaker subscription-login mode (README).
+PRESETS: Mapping[str, Mapping[str, Any]] = {
+    "anthropic-api-key": {
+        "mode": "inject",
+        "source": CredentialSource(env="ANTHROPIC_API_KEY"),
+        "hosts": ("api.anthropic.com",),
+        "where": (Placement(header="x-api-key"),),
+        "agent_env": ("ANTHROPIC_API_KEY",),
+    },
+    "github-token": {
+        "mode": "inject",
+        "source": CredentialSource(env="GITHUB_TOKEN"),
+        "hosts": ("github.com", GITHUB_API_HOST),
+        "where": (
+            Placement(header="Authorization", scheme="Basic", username="x-access-token", hosts=("github.com",), paths=_GIT_PATHS),
+            Placement(header="Authorization", scheme="Bearer", hosts=(GITHUB_API_HOST,)),
+            Placement(header="Authorization", scheme="token", hosts=(GITHUB_API_HOST,)),
+        ),
+        "agent_env": ("GH_TOKEN", "GITHUB_TOKEN"),
+    },
+    "claude-oauth": {
+        "mode": "passthrough",
+        "source": CredentialSource(file="~/.claude/.credentials.json", json_pointer="/claudeAiOauth/accessToken"),
+        "hosts": ("api.anthropic.com",),
+        "where": (Placement(header="Authorization", scheme="Bearer"),),
+    },
+}
+
+
+def _default_bindings() -> tuple[Binding, ...]:
+    # Bound when the host has the value, skipped otherwise: the real key never
+    # enters the cage either way.
+    return (
+        Binding(name="anthropic-api-key", preset="anthropic-api-key", required=False),
+        Binding(name="github-token", preset="github-token", required=False),
+    )
+
+
+class Credentials(_Strict):
+    bindings: tuple[Binding, ...] = Field(default_factory=_default_bindings)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Credentials:
+        names = [b.name for b in self.bindings]
+        envs = [e for b in self.bindings for e in b.agent_env]
+        problems = [f"binding name {n!r} used twice" for n in sorted({n for n in names if names.count(n) > 1})]
+        problems += [f"agent_env {e!r} set by two bindings" for e in sorted({e for e in envs if envs.count(e) > 1})]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def binding(self, name: str) -> Binding | None:
+        return next((b for b in self.bindings if b.name == name), None)
+
+
+class Git(_Strict):
+    """Git smart HTTP, on every host: pushes only to the agent's repositories and its own branch."""
+
+    # Repositories any agent may fetch or clone (host/owner/name; '*' one
+    # segment, '**' alone: all). An agent's own repositories always may.
+    fetch_repositories: tuple[RepoPattern, ...] = ("**",)
+    unsafe_allow_other_branches: StrictBool = False
+    unsafe_allow_tags: StrictBool = False
+    unsafe_allow_delete: StrictBool = False
+    # Without it an update of the agent's branch must be a fast-forward proven
+    # from the pushed pack (README, "Git").
+    unsafe_allow_force_push: StrictBool = False
+
+
 class Policy(_Strict):
     apiVersion: Literal["yolo-cage.dev/v1alpha1"]
     kind: Literal["Policy"]
     destinations: Destinations = Field(default_factory=Destinations)
     scan: Scan = Field(default_factory=Scan)
     rules: Rules = Field(default_factory=Rules)
+    credentials: Credentials = Field(default_factory=Credentials)
+    git: Git = Field(default_factory=Git)
 
 
 def default_policy() -> Policy:
@@ -414,7 +625,7 @@ def load(path: str | Path) -> Policy:
 def loosening(policy: Policy) -> list[str]:
     """Every setting that loosens isolation, as 'location: value' (empty in production)."""
     found = []
-    for section_name in ("destinations", "scan", "rules"):
+    for section_name in ("destinations", "scan", "rules", "git"):
         section = getattr(policy, section_name)
         for name in type(section).model_fields:
             value = getattr(section, name)
@@ -454,5 +665,8 @@ def summary(policy: Policy) -> str:
         + f", ports {', '.join(str(p) for p in d.ports)}",
         f"scan: {s.mode} by default (per destination: {modes}), deadline {s.deadline_ms} ms, body limit {s.max_body_bytes} bytes",
         f"rules: GitHub API set {'OFF' if policy.rules.unsafe_disable_github_defaults else 'on'}, {len(policy.rules.deny)} custom",
+        "credentials: "
+        + (", ".join(f"{b.name} ({b.mode}, {', '.join(b.hosts or ())})" for b in policy.credentials.bindings) or "none"),
+        f"git: pushes only to each agent's repositories and branch; fetch from {', '.join(policy.git.fetch_repositories) or 'own only'}",
     ]
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """The addon chain in hook order: each class skips flows an earlier one decided.
 
 Order matters: identity before destinations (a refused credential tells
-nothing about the policy), rules before the scan (no scanner call for a
-request already denied), the upstream gate last (nothing is resolved or
-connected before every other check passed).
+nothing about the policy), rules, git and credential checks before the scan
+(no scanner call for a request already denied), credential injection after the
+scan (a real value is swapped in only once everything passed), the upstream
+gate last (nothing is resolved or connected before every other check passed).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from mitmproxy import http
 
 from addon.decision import error
+from addon.mitm.credentials import CredentialCheck, CredentialInjection
 from addon.mitm.destinations import Destinations
+from addon.mitm.git import GitBinding
 from addon.mitm.identity import Identity
 from addon.mitm.internal import InternalHost
 from addon.mitm.rules import RequestRules
@@ -46,7 +49,10 @@ def make_addons() -> list[object]:
         Identity(runtime),
         Destinations(runtime),
         RequestRules(runtime),
+        GitBinding(runtime),
+        CredentialCheck(runtime),
         ContentScan(runtime),
+        CredentialInjection(runtime),
         Upstream(runtime),
         Unfinished(runtime),
         WebSocketControlFrames(),

@@ -22,8 +22,10 @@ from mitmproxy import connection, http, tcp
 
 from addon import audit
 from addon.addresses import IPAddress
+from addon.credentials import CompiledBinding, ValueDir
 from addon.decision import Decision, Verdict, error
 from addon.destinations import DestinationPolicy
+from addon.gitsmart import GitRules
 from addon.hostnames import Host
 from addon.identity import RegistryFile
 from addon.mitm.responses import refusal
@@ -35,6 +37,7 @@ from addon.scanning import Finding
 log = logging.getLogger("yolo_cage")
 
 DECISION = "yolo_cage.decision"
+CREDENTIALS = "yolo_cage.credentials"  # binding names used by the request (set by addon.mitm.credentials)
 AGENT = "yolo_cage.agent"
 SCAN = "yolo_cage.scan"
 INTERNAL = "yolo_cage.internal"
@@ -49,6 +52,9 @@ class Config:
     registry: RegistryFile | None  # None: identity not enforced (said loudly at startup)
     scanner: ScannerClient
     audit: audit.AuditLog
+    bindings: tuple[CompiledBinding, ...] = ()
+    credential_values: ValueDir | None = None  # None: no credentials directory configured
+    git: GitRules = GitRules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,7 @@ class Runtime:
             request_bytes=len(req.raw_content) if req.raw_content is not None else None,
             scan_ms=scan.scan_ms,
             total_ms=(time.time() - req.timestamp_start) * 1000 if req.timestamp_start else None,
+            credentials=tuple(flow.metadata.get(CREDENTIALS, ())),
         )
         self.write_audit(audit.record(event), flow)
 

@@ -13,9 +13,11 @@ import time
 from mitmproxy import http
 
 from addon import scanning
+from addon.credentials import without_locations
 from addon.decision import Decision, allow, block
 from addon.hostnames import Host
 from addon.mitm.destinations import TARGET
+from addon.mitm.credentials import EXEMPT
 from addon.mitm.identity import HEADER
 from addon.mitm.runtime import AGENT, SCAN, Config, Runtime, ScanInfo
 from addon.mitm.safety import TAINTED, drop_websocket_message, guard
@@ -91,17 +93,20 @@ class ContentScan:
             headers=_headers(flow.request),
             body=body,
         )
-        decision, info = await self._scan(config, target.name, payload)
+        decision, info = await self._scan(config, target.name, payload, flow.metadata.get(EXEMPT, frozenset()))
         flow.metadata[SCAN] = info
         self._apply(flow, decision)
 
-    async def _scan(self, config: Config, host: str, payload: bytes) -> tuple[Decision, ScanInfo]:
+    async def _scan(
+        self, config: Config, host: str, payload: bytes, exempt: frozenset[str] = frozenset()
+    ) -> tuple[Decision, ScanInfo]:
         scan_policy = config.policy.scan
         mode = scan_policy.mode_for(host)
         if mode == "off":
             return allow("scan-off", "scan.mode"), ScanInfo(mode="off")
         started = time.perf_counter()
-        outcome = await config.scanner.scan(payload, scan_policy.deadline_ms / 1000)
+        # A credential in its own bound place (its placeholder, or a passthrough value) is not a leak.
+        outcome = without_locations(await config.scanner.scan(payload, scan_policy.deadline_ms / 1000), exempt)
         elapsed = (time.perf_counter() - started) * 1000
         decision = scanning.decide(outcome, mode, scan_policy.unsafe_fail_open)
         if isinstance(outcome, ScanFailure):
@@ -119,8 +124,8 @@ class ContentScan:
         assert flow.websocket is not None
         index = len(flow.websocket.messages) - 1
         message = flow.websocket.messages[index]
-        if not message.from_client:
-            return
+        if not message.from_client or message.dropped:
+            return  # a message an earlier hook dropped was recorded by it
         if flow.metadata.get(TAINTED):
             message.drop()
             info = ScanInfo(mode="enforce")

@@ -18,6 +18,8 @@ from mitmproxy import ctx, exceptions
 
 from addon import policy as policy_mod
 from addon.audit import AuditLog
+from addon.credentials import ValueDir, compile_bindings
+from addon.gitsmart import GitRules
 from addon.destinations import DestinationPolicy
 from addon.identity import RegistryFile
 from addon.mitm.runtime import Config, Runtime
@@ -35,6 +37,11 @@ OWN = {
     ),
     "yolo_cage_scanner": ("http://scanner:8000", "Base URL of the scanner service (POST /v1/scan)."),
     "yolo_cage_audit_log": ("/var/log/yolo-cage/audit.jsonl", "Audit log path (JSON lines, appended)."),
+    "yolo_cage_credentials": (
+        "/run/yolo-cage/credentials",
+        "Directory of real credential values (one file per binding, named after it), swapped in for placeholders. "
+        "Empty: no credential is ever injected.",
+    ),
 }
 POOL_OPTION = "yolo_cage_scanner_connections"
 
@@ -89,6 +96,9 @@ class Settings:
             registry=registry,
             scanner=scanner,
             audit=audit_log,
+            bindings=compile_bindings(policy.credentials),
+            credential_values=ValueDir(opts.yolo_cage_credentials) if opts.yolo_cage_credentials else None,
+            git=_git_rules(policy.git),
         )
 
     def _replace(self, config: Config) -> None:
@@ -104,12 +114,34 @@ class Settings:
             log.warning("NO AGENT REGISTRY (yolo_cage_agents is empty): requests are not authenticated, agent recorded as null (unknown)")
         for item in policy_mod.loosening(config.policy):
             log.warning("UNSAFE POLICY SETTING IN USE: %s", item)
+        _report_credentials(config)
 
     async def done(self) -> None:
         config = self.runtime.config
         if config is not None:
             config.audit.close()
             await config.scanner.close()
+
+
+def _git_rules(git: policy_mod.Git) -> GitRules:
+    return GitRules(
+        fetch_repositories=git.fetch_repositories,
+        allow_other_branches=git.unsafe_allow_other_branches,
+        allow_tags=git.unsafe_allow_tags,
+        allow_delete=git.unsafe_allow_delete,
+        allow_force_push=git.unsafe_allow_force_push,
+    )
+
+
+def _report_credentials(config: Config) -> None:
+    """Which bindings have a real value here (names only, never a value)."""
+    values = config.credential_values
+    present = values.names() if values is not None else []
+    for binding in config.bindings:
+        state = "value present" if binding.name in present else "NO VALUE (requests using it are refused)"
+        log.info("yolo-cage: credential %s (%s): %s", binding.name, binding.mode, state)
+    for problem in values.problems if values is not None else []:
+        log.error("yolo-cage: credential file %s", problem)
 
 
 def _registry(path: str) -> RegistryFile | None:

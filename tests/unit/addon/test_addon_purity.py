@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ADDON = Path(__file__).resolve().parents[3] / "addon"
-PURE = ["addresses", "audit", "decision", "destinations", "hostnames", "identity", "policy", "resolver", "rules", "scanning"]
+PURE = ["addresses", "audit", "credentials", "decision", "destinations", "gitpack", "gitsmart", "hostnames", "identity", "policy", "resolver", "rules", "scanning"]
 
 
 @pytest.mark.parametrize("module", PURE)
