@@ -507,6 +507,19 @@ GITHUB_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
         ("/repos/*/*/branches/**/protection/**", "/repos/*/*/branches/**/rename"),
         "changing branch protection",
     ),
+    # Branch updates go through git, where the branch binding applies (addon.gitsmart):
+    # the API's ways to write refs or commits would go around it.
+    (
+        "github.refs",
+        _WRITE,
+        (
+            "/repos/*/*/git/refs/**",
+            "/repos/*/*/contents/**",
+            "/repos/*/*/releases/**",
+            "/repos/*/*/pulls/*/update-branch",
+        ),
+        "writing refs, commits, tags or releases through the API (push with git to the agent's own branch)",
+    ),
 )
 
 # GraphQL mutations with the same effects as the REST rules above.
@@ -534,6 +547,9 @@ GITHUB_GRAPHQL_MUTATIONS: frozenset[str] = frozenset(
         "deleteRef",
         "updateRef",
         "updateRefs",
+        "createRef",
+        "createCommitOnBranch",
+        "updatePullRequestBranch",
     }
 )
 
