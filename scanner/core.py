@@ -12,7 +12,7 @@ from scanner.bodies import Limits as BodyLimits
 from scanner.config import ScannerConfig
 from scanner.engine import AgentMemory, Engine, Limits
 from scanner.findings import Finding, Fingerprinter, ScanIssue
-from scanner.matcher import Matcher
+from scanner.matcher import Matcher, RuleSet
 from scanner.request import ScanRequest, build
 from scanner.rules import RULES, Rule
 from scanner.segments import Part, View
@@ -61,6 +61,7 @@ class Scanner:
         self.cfg = cfg
         self.fp, self.key_source = Fingerprinter.from_file(cfg.key_file)
         self.rules = active_rules(cfg)
+        self.ruleset = RuleSet(self.rules)  # compiled once; a secrets reload reuses it
         self.memory = AgentMemory()
         self._lock = threading.Lock()
         self.loaded = secretstore.LoadResult((), (), ())
@@ -72,7 +73,7 @@ class Scanner:
     def _build(self, loaded: secretstore.LoadResult) -> Engine:
         for skipped in loaded.skipped:
             log.warning("secret skipped: %s", skipped)
-        matcher = Matcher(self.rules, secretstore.literals(loaded.secrets), {s.name: s.value for s in loaded.secrets})
+        matcher = Matcher(self.ruleset, secretstore.literals(loaded.secrets), {s.name: s.value for s in loaded.secrets})
         engine = Engine(matcher, self.fp, Limits(max_depth=self.cfg.max_depth))
         engine.memory = self.memory
         return engine

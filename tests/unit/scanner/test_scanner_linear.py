@@ -1,7 +1,15 @@
 """Adversarial inputs: scan time grows linearly with size (ratios of sizes, not absolute times).
 
-Each input is timed at 1x and 4x its size (best of 3, robust to a noisy machine);
-a linear engine takes about 4x as long, a quadratic one 16x. We allow up to 8x.
+Each input is timed at 1x and 4x its size; a linear engine takes about 4x as long,
+a quadratic one 16x. We allow up to 8x.
+
+The time is the scanning thread's CPU time (`time.thread_time`), minimum of 5 runs,
+small and large interleaved. Wall-clock time is not a measure of the engine's work
+on a shared 2-core machine: under load (others' builds, a load average of 9), a
+10 ms scan is preempted for tens of ms while a 2 ms one fits in one time slice, and
+the wall-clock ratio of this very test reached 11-34x with an unchanged CPU ratio
+of about 4 (the flaky failure this replaces). CPU time still grows 16x for a
+quadratic engine, so the bound keeps its meaning.
 Inputs that exhaust the decode budget or the candidate-hit cap must end as `invalid`,
 never a pass or a hang.
 """
@@ -53,22 +61,31 @@ INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet"
           "encoded-anchors": _encoded_anchors, "percent-escapes": _percent, "nested-base64": _nested}
 
 
-def _best(scanner: Scanner, body: bytes) -> tuple[float, str]:
-    best, verdict = float("inf"), ""
-    for _ in range(3):
-        t0 = time.perf_counter()
-        result = scanner.scan_request(ScanRequest(headers=(("content-type", "application/json"),), body=body))
-        best = min(best, time.perf_counter() - t0)
-        verdict = result.verdict
-    return best, verdict
+RUNS = 5
+
+
+def _cpu_time(scanner: Scanner, body: bytes) -> tuple[float, str]:
+    t0 = time.thread_time()
+    result = scanner.scan_request(ScanRequest(headers=(("content-type", "application/json"),), body=body))
+    return time.thread_time() - t0, result.verdict
+
+
+def _min_cpu_times(scanner: Scanner, small_body: bytes, large_body: bytes) -> tuple[float, float, str]:
+    """Minimum CPU time of each size; interleaved so both see the same machine state."""
+    small = large = float("inf")
+    verdict = ""
+    for _ in range(RUNS):
+        small = min(small, _cpu_time(scanner, small_body)[0])
+        t, verdict = _cpu_time(scanner, large_body)
+        large = min(large, t)
+    return small, large, verdict
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_scan_time_is_linear(scanner: Scanner, name: str) -> None:
     make = INPUTS[name]
-    small, _ = _best(scanner, make(256 * KB))
-    large, verdict = _best(scanner, make(1024 * KB))
+    small, large, verdict = _min_cpu_times(scanner, make(256 * KB), make(1024 * KB))
     ratio = large / max(small, 1e-4)
-    print(f"\n{name}: 256KB {small * 1000:.1f} ms, 1MB {large * 1000:.1f} ms, ratio {ratio:.1f} ({verdict})")
+    print(f"\n{name}: 256KB {small * 1000:.1f} ms, 1MB {large * 1000:.1f} ms CPU, ratio {ratio:.1f} ({verdict})")
     assert ratio < 8, f"{name}: 4x the input took {ratio:.1f}x the time"
     assert verdict in ("clean", "findings", "invalid")
