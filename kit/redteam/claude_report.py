@@ -55,6 +55,8 @@ class ClaudeReport:
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)  # host -> decision -> count
     key: KeyCheck | None = None
     llm_canaries: list[str] = field(default_factory=list)
+    # Addresses the API stand-in heard from that are not the proxy's: a way around it.
+    api_bypass: list[str] = field(default_factory=list)
     nonessential_traffic: bool = False
     claude_version: str = "?"
 
@@ -88,6 +90,8 @@ class ClaudeReport:
             out.append("no scenario ran")
         if self.key is None or not self.key.ok:
             out.append(f"the API did not get exactly the expected key: {self.key}")
+        if self.api_bypass:
+            out.append(f"the API stand-in heard from {', '.join(self.api_bypass)}, not through the proxy")
         return out
 
     def result(self, scenario_id: str) -> ScenarioResult:
@@ -155,6 +159,8 @@ def text(report: ClaudeReport) -> str:
     if report.key:
         lines.append(f"API key at the model: expected {report.key.expected}, seen {dict(report.key.seen)} -> "
                      f"{'ok' if report.key.ok else 'WRONG'}")
+    lines.append("Every API request came through the proxy" if not report.api_bypass else
+                 f"API requests NOT from the proxy: {', '.join(report.api_bypass)}")
     lines.append("Canaries the LLM endpoint saw in tool results (scan mode report for the API host: logged, "
                  f"not blocked): {', '.join(report.llm_canaries) or 'none'}")
     verdict = "PASS" if report.ok else "FAIL: " + "; ".join(report.failures())
@@ -172,6 +178,7 @@ def as_json(report: ClaudeReport) -> dict[str, Any]:
         "endpoints": report.endpoints, "hosts": report.hosts,
         "key": dataclasses.asdict(report.key) if report.key else None, "key_ok": bool(report.key and report.key.ok),
         "llm_canaries": report.llm_canaries, "nonessential_traffic": report.nonessential_traffic,
+        "api_bypass": report.api_bypass,
     }
     return doc
 

@@ -110,6 +110,7 @@ class ClaudeSession:
             capture_events=len(events), canaries=[(c.name, c.provider) for c in self.canaries.canaries],
             endpoints=endpoints(transcript), hosts=_hosts(audit), key=self._key_check(transcript, expected_key),
             llm_canaries=self._llm_canaries(transcript), nonessential_traffic=self.options.nonessential_traffic,
+            api_bypass=self._api_bypass(transcript),
             claude_version=next((r.version for r, _, _ in runs if r.init), "?"),
         )
 
@@ -218,6 +219,12 @@ class ClaudeSession:
             key = (creds.get("x-api-key") or creds.get("authorization") or {}).get("sha256_16", "none")
             seen[key] = seen.get(key, 0) + 1
         return KeyCheck(expected=want, seen=seen)
+
+    def _api_bypass(self, transcript: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Client addresses of the API stand-in that are not the proxy's (a check that cannot pass empty)."""
+        requests = [r for r in transcript if r.get("kind") != "started"]
+        peers = {str(r.get("peer") or "<no client address recorded>") for r in requests}
+        return sorted(peers - self.world.allowed_sources()) if requests else ["<no API request at all>"]
 
     def _llm_canaries(self, transcript: Sequence[Mapping[str, Any]]) -> list[str]:
         """Canaries the LLM endpoint saw (in report mode the proxy logs them and lets them through)."""

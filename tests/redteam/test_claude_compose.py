@@ -128,8 +128,9 @@ def test_zero_canary_bytes_at_the_sink(claude_result):
     assert claude_result.canary_bytes == 0, claude_report.text(claude_result)
 
 
-def test_the_api_got_the_agents_key_on_every_call(claude_result):
+def test_the_api_got_the_agents_key_on_every_call_and_only_through_the_proxy(claude_result):
     assert claude_result.key is not None and claude_result.key.ok, claude_result.key
+    assert sum(claude_result.key.seen.values()) > 0 and claude_result.api_bypass == []
 
 
 def test_claude_code_called_nothing_but_its_api_and_the_scenarios_targets(claude_result):

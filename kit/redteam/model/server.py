@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
         shown, credentials = headers_record(self.headers.items())
         base = {"method": self.command, "host": self.headers.get("Host", ""), "sni": getattr(self.request, "yc_sni", None),
                 "path": url.path, "query": url.query, "headers": shown, "credentials": credentials,
-                "http_version": self.request_version}
+                "http_version": self.request_version, "peer": self.client_address[0]}
         model = self.server.model
         route = (self.command, url.path.rstrip("/"))
         if route in (("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens")) and not model.key_ok(self.headers.items()):

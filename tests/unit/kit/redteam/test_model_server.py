@@ -250,7 +250,7 @@ def test_the_transcript_holds_the_scenario_step_and_what_the_tools_returned(serv
     steps = [r for r in read(tmp / "state" / "transcript.jsonl") if r["kind"] == "messages"]
     assert [(r["scenario"], r["run"], r["step"], r["decision"]) for r in steps] == [("probe", RUN, 0, "step"), ("probe", RUN, 1, "step")]
     assert steps[1]["results"] == [{"step": 0, "is_error": False, "text": "the-result-text"}]
-    assert steps[0]["last_user"] == PROMPT and steps[0]["stream"] is True
+    assert steps[0]["last_user"] == PROMPT and steps[0]["stream"] is True and steps[0]["peer"] == "127.0.0.1"
 
 
 def test_scripts_are_reloaded_when_the_directory_changes(served) -> None:
