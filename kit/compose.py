@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from kit import ca, composeplan, console, hostguard, state, volumes
+from kit import ca, composeplan, credentials, console, hostguard, state, volumes
 from kit.backend import Backend, CageStatus, Component, ExecResult
 from kit.composeplan import AGENT_CA_FILE, DATA_LABEL, PROXY_CA_FILE, Plan
 from kit.errors import BackendError, CageError, PrerequisiteError, RunError
@@ -42,6 +42,7 @@ class _Run:
     had_containers: bool = False
     volumes_before: set[str] = field(default_factory=set)
     digests: dict[str, str] = field(default_factory=dict)
+    bound: credentials.Bound | None = None  # real values found on the host
 
 
 class ComposeBackend(Backend):
@@ -92,7 +93,9 @@ class ComposeBackend(Backend):
         return Plan(
             settings=self.settings,
             isolation=isolation,
-            agents=composeplan.agent_plans(self.settings, tokens),
+            agents=composeplan.agent_plans(
+                self.settings, tokens, *credentials.for_agents(self.project, [a.name for a in self.settings.agents], create=create_tokens)
+            ),
             state_dir=state.project_dir(self.project),
             extra_files=self.extra_files,
             test_labels=self.test_labels,
@@ -104,6 +107,7 @@ class ComposeBackend(Backend):
         ctx = _Run()
         steps = [
             Step("check the policy", self._check_policy),
+            Step("read the credentials' real values (they never enter an agent)", lambda: self._bind_credentials(ctx)),
             Step("check the Docker engine and choose host isolation", lambda: self._choose_isolation(ctx)),
             Step("images (built when missing or changed, cached otherwise)", lambda: self._images(ctx)),
             Step("cage CA and agent credentials", lambda: self._credentials(ctx)),
@@ -126,6 +130,15 @@ class ComposeBackend(Backend):
             raise CageError(str(exc)) from None
         for item in policy_model.loosening(checked):
             console.warn(f"policy loosens isolation: {item}")
+
+    def _bind_credentials(self, ctx: _Run) -> None:
+        policy = credentials.load_policy(self.policy_file)
+        ctx.bound = credentials.resolve(policy, self.policy_file.parent if self.policy_file else None)
+        credentials.record(self.project, ctx.bound)
+        for item in ctx.bound.resolved:
+            console.info(f"  credential {item.name} ({item.mode}): bound")
+        for item in ctx.bound.skipped:
+            console.info(f"  credential {item}")
 
     def _choose_isolation(self, ctx: _Run) -> None:
         engine = self.engine()
@@ -171,6 +184,8 @@ class ComposeBackend(Backend):
         key = {PROXY_CA_FILE: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid)}
         agent_files = {AGENT_CA_FILE: volumes.File(cage_ca.cert_pem, 0o444)}
         ctx.digests = {"proxy": _digest(config, key), "ca": _digest(agent_files)}
+        proxy_values, scanner_values = self._credential_files(ctx, uid, gid)
+        ctx.digests["scanner"] = _digest(proxy_values, scanner_values)
         if ctx.had_containers and ctx.digests == _read_digests(plan):
             # Rewriting would briefly empty files the running proxy reads.
             console.info("  unchanged since the last `up`")
@@ -183,6 +198,11 @@ class ComposeBackend(Backend):
             self.client, self._volume("ca-key"), proxy_image, key, {".": volumes.Dir(0o700, uid, gid)}, labels
         )
         volumes.replace_content(self.client, self._volume("ca-cert"), proxy_image, agent_files, None, labels)
+        # Real values: read by the proxy (to inject) and the scanner (to recognise), each as its own user.
+        for key, files in (("credentials", proxy_values), ("scanner-credentials", scanner_values)):
+            owner = next(iter(files.values()), None)
+            root = volumes.Dir(0o500, owner.uid, owner.gid) if owner else volumes.Dir(0o555)
+            volumes.replace_content(self.client, self._volume(key), proxy_image, files, {".": root}, labels)
         # Containers are recreated when what they read at start changes (and only then).
         state.write_private(plan.state_dir / "rendered" / "digests.json", json.dumps(ctx.digests).encode())
 
@@ -199,6 +219,13 @@ class ComposeBackend(Backend):
         for name, pem in self.upstream_cas.items():
             files[f"upstream-ca/{name}.pem"] = volumes.File(pem, 0o444)
         return files
+
+    def _credential_files(self, ctx: _Run, uid: int, gid: int) -> tuple[dict[str, volumes.File], dict[str, volumes.File]]:
+        values = ctx.bound.files() if ctx.bound is not None else {}
+        suid, sgid = volumes.image_user(self.client, image_ref("scanner", self.settings.images.tag))
+        proxy = {name: volumes.File(data, 0o400, uid, gid) for name, data in values.items()}
+        scanner = {name: volumes.File(data, 0o400, suid, sgid) for name, data in values.items()}
+        return proxy, scanner
 
     def _start(self, ctx: _Run) -> None:
         assert ctx.plan is not None
@@ -477,4 +504,5 @@ def _digest_env(digests: Mapping[str, str]) -> dict[str, str]:
     return {
         "YOLO_CAGE_PROXY_CONFIG_DIGEST": digests.get("proxy", ""),
         "YOLO_CAGE_CA_DIGEST": digests.get("ca", ""),
+        "YOLO_CAGE_SCANNER_CONFIG_DIGEST": digests.get("scanner", ""),
     }

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kit import hostguard
+from kit import credentials, hostguard
 from kit.hostguard import Isolation
 from kit.names import LABEL_TEST, PROXY_PORT
 from kit.settings import Agent, Settings
@@ -38,6 +38,8 @@ class AgentPlan:
     service: str  # compose service name
     network: str  # compose network key
     token: str
+    placeholders: Mapping[str, str] = field(default_factory=dict)  # credential binding -> placeholder
+    env: Mapping[str, str] = field(default_factory=dict)  # the placeholders' variables (kit.credentials.agent_env)
 
     @property
     def name(self) -> str:
@@ -61,11 +63,15 @@ class Plan:
     def project(self) -> str:
         return self.settings.project
 
+    @property
+    def needs_overlay(self) -> bool:
+        return len(self.agents) > 1 or bool(self.test_labels) or bool(self.agents[0].env)
+
     def files(self) -> list[Path]:
         files = [BASE_FILE]
         if self.isolation.overlay is not None:
             files.append(self.isolation.overlay)
-        if len(self.agents) > 1 or self.test_labels:
+        if self.needs_overlay:
             files.append(self.state_dir / "rendered" / "compose.generated.yaml")
         return files + list(self.extra_files)
 
@@ -85,11 +91,13 @@ class Plan:
         }
 
     def generated(self) -> dict[str, Any] | None:
-        """The overlay for agents after the first and for test labels (None: not needed)."""
-        if len(self.agents) == 1 and not self.test_labels:
+        """The overlay for agents after the first, the first agent's placeholders and test labels (None: not needed)."""
+        if not self.needs_overlay:
             return None
         doc: dict[str, Any] = {"services": {}, "networks": {}, "volumes": {}}
         base = yaml.safe_load(BASE_FILE.read_text())
+        if self.agents[0].env:
+            doc["services"][FIRST_AGENT_SERVICE] = {"environment": dict(self.agents[0].env)}
         for plan in self.agents[1:]:
             _add_agent(doc, base, plan, self)
         if self.test_labels:
@@ -97,14 +105,18 @@ class Plan:
         return {k: v for k, v in doc.items() if v}
 
 
-def agent_plans(settings: Settings, tokens: Mapping[str, str]) -> tuple[AgentPlan, ...]:
+def agent_plans(
+    settings: Settings,
+    tokens: Mapping[str, str],
+    placeholders: Mapping[str, Mapping[str, str]] | None = None,
+    env: Mapping[str, Mapping[str, str]] | None = None,
+) -> tuple[AgentPlan, ...]:
     """The first agent uses the `agent` service and `cage` network; the others their own."""
     plans = []
     for i, agent in enumerate(settings.agents):
-        if i == 0:
-            plans.append(AgentPlan(agent, FIRST_AGENT_SERVICE, "cage", tokens[agent.name]))
-        else:
-            plans.append(AgentPlan(agent, f"agent-{agent.name}", f"cage-{agent.name}", tokens[agent.name]))
+        service, network = (FIRST_AGENT_SERVICE, "cage") if i == 0 else (f"agent-{agent.name}", f"cage-{agent.name}")
+        mine = dict((placeholders or {}).get(agent.name, {}))
+        plans.append(AgentPlan(agent, service, network, tokens[agent.name], mine, dict((env or {}).get(agent.name, {}))))
     return tuple(plans)
 
 
@@ -121,7 +133,7 @@ def _add_agent(doc: dict[str, Any], base: dict[str, Any], plan: AgentPlan, whole
         cpus=res.cpus,
         pids_limit=res.pids,
         volumes=[f"workspace-{plan.name}:/workspace", f"home-{plan.name}:/home/dev", "ca-cert:/etc/yolo-cage/ca:ro"],
-        environment={**service["environment"], **_agent_env(plan)},
+        environment={**service["environment"], **_agent_env(plan), **plan.env},
         labels={**service["labels"], "yolo-cage.agent": plan.name},
         depends_on=_agent_depends_on(whole.isolation),
     )
@@ -177,7 +189,7 @@ def write_generated(plan: Plan) -> None:
 
 
 def registry(agents: Sequence[AgentPlan], subnets: Mapping[str, list[str]]) -> dict[str, Any]:
-    """``agents.json`` for the proxy: who may use it, with which credential, from where."""
+    """``agents.json`` for the proxy: who may use it, with which credential, from where; its git binding and placeholders."""
     out = {}
     for plan in agents:
         cidrs = subnets.get(plan.network)
@@ -186,6 +198,8 @@ def registry(agents: Sequence[AgentPlan], subnets: Mapping[str, list[str]]) -> d
         out[plan.name] = {
             "token_sha256": hashlib.sha256(plan.token.encode()).hexdigest(),
             "networks": list(cidrs),
+            **credentials.git_fields(plan.agent.git_branch, plan.agent.repo),
+            "credentials": dict(plan.placeholders),
         }
     return out
 

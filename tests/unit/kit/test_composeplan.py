@@ -98,9 +98,10 @@ def test_write_generated_is_private(tmp_path: Path) -> None:
 def test_registry_holds_token_hashes_and_each_agents_own_subnet(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, agents=[{"name": "a"}, {"name": "b"}])
     reg = json.loads(composeplan.registry_json(plan.agents, {"cage": ["172.20.0.0/16"], "cage-b": ["172.21.0.0/16"]}))
+    git = {"repositories": [], "credentials": {}}
     assert reg == {
-        "a": {"token_sha256": hashlib.sha256(b"token-a").hexdigest(), "networks": ["172.20.0.0/16"]},
-        "b": {"token_sha256": hashlib.sha256(b"token-b").hexdigest(), "networks": ["172.21.0.0/16"]},
+        "a": {"token_sha256": hashlib.sha256(b"token-a").hexdigest(), "networks": ["172.20.0.0/16"], "branch": "yolo-cage/a", **git},
+        "b": {"token_sha256": hashlib.sha256(b"token-b").hexdigest(), "networks": ["172.21.0.0/16"], "branch": "yolo-cage/b", **git},
     }
     assert "token-a" not in json.dumps(reg)
     with pytest.raises(ValueError, match="no subnet"):
