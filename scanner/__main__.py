@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("scanner").info(
         "ready: %d rules, %d secrets, fingerprint key %s", len(scanner.rules), len(scanner.loaded.secrets), scanner.key_source
     )
+    # The compiled rules and loaded plugins are a large heap that lives as long as the process:
+    # out of the collector's generations, a full collection no longer walks it (p99 scan time).
+    gc.freeze()
     web.run_app(make_app(scanner), host=args.host, port=args.port, access_log=None, print=None)
     return 0
 

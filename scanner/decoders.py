@@ -103,7 +103,13 @@ def escape_decode(buf: bytes, start: int, end: int, radius: int) -> tuple[int, i
     return lo, hi, unescape(buf[lo:hi])
 
 
-def unescape(data: bytes) -> bytes:
+_JSON_ESCAPES = {0x22: b'"', 0x5C: b"\\", 0x2F: b"/", 0x62: b"\b", 0x66: b"\f", 0x6E: b"\n", 0x72: b"\r", 0x74: b"\t"}
+
+
+def unescape(data: bytes, json: bool = False) -> bytes:
+    """`\\uXXXX` and `\\xXX` escapes (JS, Python source) -> the characters. `json`: JSON string
+    escapes instead (`\\uXXXX` and `\\n \\" ...`, no `\\x`), lone surrogates kept (scanner/rawjson.py)."""
+    simple = _JSON_ESCAPES if json else {}
     out = bytearray()
     i, n = 0, len(data)
     while i < n:
@@ -113,11 +119,14 @@ def unescape(data: bytes) -> bytes:
             break
         out += data[i:j]
         kind = data[j + 1]
-        width = 4 if kind == 0x75 else 2 if kind == 0x78 else 0  # \u, \x
+        width = 4 if kind == 0x75 else 2 if kind == 0x78 and not json else 0  # \u, \x
         code = data[j + 2 : j + 2 + width]
         if width and len(code) == width and all(c in _HEX_ALPHA for c in code):
             out += chr(int(code, 16)).encode("utf-8", "surrogatepass")
             i = j + 2 + width
+        elif kind in simple:
+            out += simple[kind]
+            i = j + 2
         else:
             out += data[j : j + 1]
             i = j + 1

@@ -11,6 +11,10 @@ scan(view) runs the matcher over the joined request view, then for every hit:
 Work is linear: each decoded window is bounded, windows already covered are
 skipped, and the total decoded bytes per scan are capped (exceeding the cap is an
 `invalid` verdict, never a silent pass).
+
+A JSON body is not turned into a view up front: its raw bytes get the one pass, and
+only around hits is a local view of decoded values built and scanned as above
+(scan_raw; scanner/rawjson.py). A clean body costs the validation and the pass.
 """
 
 from __future__ import annotations
@@ -19,17 +23,19 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from scanner import decoders
+from scanner import decoders, jsontriggers
 from scanner.encodings import B32, B64, B64URL, HEX, REVERSED
 from scanner.findings import FINGERPRINT as SRC_FINGERPRINT
+from scanner.findings import HEURISTIC, PATTERN
 from scanner.findings import Finding, Fingerprinter, ScanIssue, preview
-from scanner.matcher import ANCHOR, ESCAPE, FINGERPRINT, PERCENT, PREFIX, RULE, TRIGGER, Entry, Matcher
+from scanner.matcher import ANCHOR, ESCAPE, FINGERPRINT, PERCENT, PREFIX, RAW, RULE, TRIGGER, Entry, Matcher
+from scanner.rawjson import SEPARATOR, WINDOW, Local, RawJson, Window, decoded_view, enumish, local_views
 from scanner.rules import GENERIC_KEYWORD_RULE, Rule
 from scanner.segments import View
-from scanner.verify import is_secret, keyword_value_ok
+from scanner.verify import is_secret, is_secret_key_name, is_secret_key_name_cached, keyword_value_ok
 
 RADIUS = 1536  # bytes decoded on each side of a hit
 MARGIN = 320  # a hit this far inside an already-decoded window is covered by it
@@ -40,6 +46,7 @@ _TOKEN_CHARS = bytes(
 )
 _TOKEN_TABLE = bytes(1 if c else 0 for c in _TOKEN_CHARS)
 Origin = tuple[int, int, int]  # decoded window's (start, end) in the top-level buffer, and the hit there
+Head = tuple[bytes, Callable[[], str]]  # the first bytes of a field, and its location
 _GROUP = {B64: 4, B64URL: 4, B32: 8}
 _TRIGGER_LEN = {PERCENT: 3, ESCAPE: 4}  # shortest trigger (\xXX); \u00XX hits are 6 long
 
@@ -58,6 +65,8 @@ class Scan:
 
     view: View
     budget: int
+    top: View = field(default_factory=View)  # the request's view (scan.view is the one being scanned)
+    raws: list[RawJson] = field(default_factory=list)
     findings: dict[str, Finding] = field(default_factory=dict)
     spans: list[tuple[int, int]] = field(default_factory=list)  # top-level spans of findings
     issues: list[ScanIssue] = field(default_factory=list)
@@ -109,36 +118,122 @@ class Engine:
     # -- entry points ---------------------------------------------------------------
 
     def scan_view(self, view: View, keyed: Iterable[tuple[str, str]] = (), agent: str | None = None,
-                  alt: View | None = None) -> Scan:
-        data = view.data
-        scan = Scan(view, self.limits.budget_floor + self.limits.budget_factor * (len(data) + len(alt.data if alt else b"")))
+                  alt: View | None = None, raws: Iterable[RawJson] = ()) -> Scan:
+        raws = list(raws)
+        size = len(view.data) + len(alt.data if alt else b"") + sum(len(r.data) for r in raws)
+        scan = Scan(view, self.limits.budget_floor + self.limits.budget_factor * size, top=view, raws=raws)
         scan.hits_left = self.limits.max_hits
-        scan.alt_pending = alt is not None and bool(alt.parts)
-        self._scan(scan, data, depth=0, chain=(), origin=None)
-        scan.alt_pending = False
-        if alt is not None and alt.parts:
-            scan.view = alt
-            self._scan(scan, alt.data, depth=0, chain=(), origin=None, prefixes=False)
-            scan.view = view
+        self._scan_local(scan, view, alt or View())
         for value, location in keyed:
             self._keyed(scan, value, location)
+        for raw in raws:
+            self.scan_raw(scan, raw)
         remembered = self.memory.recall(agent)
         if scan.dangling or remembered:
             self._probe_splits(scan, scan.dangling, remembered)
         self.memory.remember(agent, scan.dangling)
         return scan
 
+    def _scan_local(self, scan: Scan, view: View, alt: View) -> None:
+        """One view, then (when it has short enum-like values) the same without them."""
+        saved = scan.view
+        scan.view = view
+        scan.alt_pending = bool(alt.parts)
+        hits = self._scan(scan, view.data, depth=0, chain=(), origin=None)
+        scan.alt_pending = False
+        if alt.parts and hits:  # a match across removed values holds an anchor or a keyword: a hit here
+            scan.view = alt
+            self._scan(scan, alt.data, depth=0, chain=(), origin=None, prefixes=False)
+        scan.view = saved
+
+    # -- a JSON body, raw --------------------------------------------------------------
+
+    def scan_raw(self, scan: Scan, raw: RawJson) -> None:
+        """One pass over the raw JSON; local views of decoded strings around the hits only."""
+        if scan.hits_left <= 0:
+            return
+        hits = self.matcher.scan(raw.data, scan.hits_left)
+        if any(self.matcher.entries[eid].family == jsontriggers.SLASH for eid, _ in hits):
+            self._scan_decoded(scan, raw)
+            return
+        scan.hits_left -= len(hits)
+        if scan.hits_left <= 0:
+            scan.issue("too-many-candidates", f"more than {self.limits.max_hits} candidate matches")
+        locals_ = [raw.pieces(win) for win in self._raw_windows(raw, hits)]
+        if locals_:
+            view, alt = local_views(raw, locals_)
+            self._scan_local(scan, view, alt if any(p is not SEPARATOR for p in alt.parts) else View())
+        for local in locals_:
+            self._raw_keyed(scan, raw, local)
+
+    def _scan_decoded(self, scan: Scan, raw: RawJson) -> None:
+        """`\\/` (PHP's default) hides the `/` of base64 alphabets from the raw pass and is too
+        common in such bodies to trigger on: the whole body is decoded and scanned instead."""
+        view, alt, keyed = decoded_view(raw, is_secret_key_name)
+        self._scan_local(scan, view, alt)
+        saved, scan.view = scan.view, view
+        for value, location in keyed:
+            self._keyed(scan, value, location)
+        scan.view = saved
+
+    def _raw_windows(self, raw: RawJson, hits: list[tuple[int, int]]) -> list[Window]:
+        """Merged windows (body order) around the hits that the decoded view could judge otherwise."""
+        entries = self.matcher.entries
+        spots: list[tuple[int, Entry]] = []  # (a byte of the hit, its entry)
+        rule_ends: dict[int, list[int]] = {}
+        for eid, end in hits:
+            entry = entries[eid]
+            if entry.kind is RULE:
+                rule_ends.setdefault(eid, []).append(end)
+            elif entry.kind is PREFIX and _quiet_prefix(raw.data, entry, end):
+                continue
+            elif entry.joins is None or raw.joined(end, entry.joins):
+                spots.append((end + _shift(entry), entry))
+        for eid, ends in rule_ends.items():
+            spots += [(end - 1, entries[eid]) for end in _run_ends(ends) if not self._quiet_rule(raw.data, entries[eid], end)]
+        spots.sort(key=lambda s: s[0])
+        windows: list[Window] = []
+        for pos, entry in spots:
+            back, ahead = _reach(entry)
+            lo, hi = max(0, pos - back), min(len(raw.data), pos + ahead)
+            if windows and lo <= windows[-1].hi:
+                windows[-1].hi = max(windows[-1].hi, hi)
+            else:
+                windows.append(Window(lo, hi))
+        return windows
+
+    def _quiet_rule(self, data: bytes, entry: Entry, end: int) -> bool:
+        """A match with no quote or escape near it, not a secret: the decoded view has the same match."""
+        rule = entry.rule
+        assert rule is not None
+        start = self.matcher.match_start(rule, data, end)
+        if start is None or _SEAMS.intersection(data[max(0, start - 6) : end + 1]):
+            return False
+        got = self.matcher.extract(rule, data, end)
+        return got is not None and not is_secret(rule.id, got[2].decode("utf-8", "replace"), keyword=rule.keyword,
+                                                 min_entropy=rule.min_entropy)
+
+    def _raw_keyed(self, scan: Scan, raw: RawJson, local: Local) -> None:
+        """Values under keys that name a secret (`"client_secret": "..."`)."""
+        for key, value in local.pairs:
+            name = raw.decode(key.lo, key.hi).decode("utf-8", "replace")
+            if is_secret_key_name_cached(name):
+                text = raw.value_of(value)
+                if text is not None:
+                    self._keyed(scan, text.decode("utf-8", "surrogatepass"), raw.location(value))
+
     # -- one buffer ---------------------------------------------------------------
 
     def _scan(self, scan: Scan, data: bytes, depth: int, chain: tuple[str, ...], origin: Origin | None,
-              prefixes: bool = True) -> None:
+              prefixes: bool = True) -> int:
+        """Match one buffer and act on its hits; returns how many hits there were."""
         entries = self.matcher.entries
         rule_ends: dict[int, list[int]] = {}
         windows: list[tuple[int, int, Entry]] = []
         prefix_hits: list[tuple[int, Entry]] = []
         prefixes = prefixes and depth == 0
         if scan.hits_left <= 0:
-            return
+            return 0
         hits = self.matcher.scan(data, scan.hits_left)
         scan.hits_left -= len(hits)
         if scan.hits_left <= 0:
@@ -158,6 +253,7 @@ class Engine:
                 self._fingerprint_hit(scan, data, end, entry, chain, origin)
             elif kind is PREFIX and prefixes:
                 prefix_hits.append((end, entry))
+            # RAW: triggers of the raw JSON pass; decoded text has nothing to do with them
         covered: dict[str, list[tuple[int, int]]] = {}
         for eid in sorted(rule_ends):  # provider rules first: they name a shared finding
             ends = rule_ends[eid]
@@ -168,6 +264,7 @@ class Engine:
         if prefix_hits:
             self._dangling(scan, data, prefix_hits, covered)
         self._decode_windows(scan, data, windows, depth, chain, origin)
+        return len(hits)
 
     @staticmethod
     def _trigger_start(data: bytes, end: int, family: str) -> int:
@@ -182,9 +279,12 @@ class Engine:
         return scan.view.segment(top)[2]
 
     def _add(self, scan: Scan, finding: Finding, span: tuple[int, int]) -> None:
-        """One finding per secret value (the first rule to see it names it)."""
+        """One finding per secret value: the first rule to see it names it, but our provider rules
+        outrank plugin patterns, which outrank the keyword heuristic (the order in which two views
+        of a request meet a value is no reason to name it differently)."""
         key = finding.fingerprint if finding.source != SRC_FINGERPRINT else finding.rule
-        if key not in scan.findings:
+        old = scan.findings.get(key)
+        if old is None or (old.location == finding.location and _rank(finding) > _rank(old)):
             scan.findings[key] = finding
         scan.spans.append(span)
 
@@ -198,8 +298,11 @@ class Engine:
         candidates = [(got, chain)]
         if origin is None and scan.view.parts:
             _, seg_end = scan.view.bounds(got[0])
-            if got[1] > seg_end and scan.alt_pending and _enumish(data[seg_end:scan.view.bounds(seg_end)[1]]):
-                return  # runs into "text"/"user"...: the view without those values judges it
+            if got[1] > seg_end and scan.alt_pending and enumish(data[seg_end:scan.view.bounds(seg_end)[1]]):
+                # Runs into "text"/"user"...: the view without those values judges it. Not a
+                # dangling prefix either (that made a bogus `split` finding with every field head).
+                covered.setdefault(rule.id, []).append(got[:2])
+                return
             if got[1] > seg_end:  # crosses into the next field: prefer a match inside the field
                 inside = self.matcher.extract(rule, data, seg_end)
                 candidates = [(inside, chain)] if inside is not None and inside[0] == got[0] else []
@@ -310,15 +413,15 @@ class Engine:
 
     def _probe_splits(self, scan: Scan, current: list[tuple[Rule, bytes]], remembered: list[tuple[Rule, bytes]]) -> None:
         """Join each dangling prefix with the head of every field, in one matcher pass."""
-        heads = [h for h in scan.view.heads(HEAD, MAX_PROBE_FIELDS) if _TOKEN_CHARS[h[0][0]]]
-        probes: list[tuple[int, Rule, bytes, str, int, int]] = []
+        heads = self._heads(scan)
+        probes: list[tuple[int, Rule, bytes, str, Callable[[], str]]] = []
         chunks, pos = [], 0
         for label, group in (("split", current), ("split-request", remembered)):
             for rule, prefix in group:
-                for head, pi, vi in heads:
+                for head, where in heads:
                     if head.startswith(prefix):
                         continue  # the prefix's own field
-                    probes.append((pos, rule, prefix, label, pi, vi))
+                    probes.append((pos, rule, prefix, label, where))
                     chunks.append(prefix + head)
                     pos += len(chunks[-1]) + 1
         if not probes:
@@ -329,7 +432,7 @@ class Engine:
             entry = self.matcher.entries[eid]
             if entry.kind is not RULE:
                 continue
-            start, rule, prefix, label, pi, vi = probes[max(0, bisect_right(starts, end - 1) - 1)]
+            start, rule, prefix, label, where = probes[max(0, bisect_right(starts, end - 1) - 1)]
             if entry.rule is not rule:
                 continue
             got = self.matcher.extract_from(rule, data[start:end])
@@ -337,8 +440,66 @@ class Engine:
                 continue
             secret = got[2]
             if is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy):
-                self._add(scan, Finding(rule.id, rule.source, scan.view.location_of(pi, vi), (label,),
+                self._add(scan, Finding(rule.id, rule.source, where(), (label,),
                                         preview(secret, _prefix_of(rule, secret)), self.fp(secret)), (0, 0))
+
+    @staticmethod
+    def _heads(scan: Scan) -> list[Head]:
+        """The heads of the request's fields (at most MAX_PROBE_FIELDS) that start with a token character."""
+        top = scan.top
+        heads: list[Head] = [(h, _bind_location(top, pi, vi)) for h, pi, vi in top.heads(HEAD, MAX_PROBE_FIELDS)]
+        for raw in scan.raws:
+            if len(heads) >= MAX_PROBE_FIELDS:
+                break
+            heads += raw.heads(HEAD, MAX_PROBE_FIELDS - len(heads))
+        return [h for h in heads if h[0] and _TOKEN_CHARS[h[0][0]]]
+
+
+def _reach(entry: Entry) -> tuple[int, int]:
+    """Raw bytes kept before and after a hit: a decode window; or its rule's longest match, and
+    room for the structure before the neighbouring value a split token continues into."""
+    if entry.kind is RAW and entry.family == jsontriggers.ESCAPE:
+        return 4 * WINDOW, 4 * WINDOW  # a token escaped character by character is 6 times its length
+    if entry.kind is RAW and entry.family == jsontriggers.KEYED:
+        return 256, 512  # the key before, the start of its value after
+    if entry.kind in (ANCHOR, TRIGGER, FINGERPRINT) or entry.rule is None:
+        return WINDOW, WINDOW
+    match = entry.rule.max_len + 64
+    return match + _STRUCTURE_ROOM, match + _STRUCTURE_ROOM
+
+
+_STRUCTURE_ROOM = 256  # raw bytes between two values (`"}, {"type": "text", "text": "`); a window
+# that ends between strings takes in the next value wherever it is (rawjson.RawJson.pieces)
+
+
+def _shift(entry: Entry) -> int:
+    """From a hit's end to a byte of it inside a string: a `"key": "` trigger ends on the
+    value's opening quote."""
+    return 0 if entry.family == jsontriggers.KEYED else -1
+
+
+_SEAMS = frozenset(b'"\\')  # where a raw match and a decoded one can differ: a string's edge, an escape
+
+
+def _quiet_prefix(data: bytes, entry: Entry, end: int) -> bool:
+    """A token prefix that cannot dangle: its token run stops inside its string, at no escape."""
+    rule = entry.rule
+    assert rule is not None
+    tail = data[end : end + rule.max_len]
+    stop = tail.translate(_TOKEN_TABLE).find(b"\x00")
+    if stop < 0:
+        return len(tail) >= rule.max_len
+    return tail[stop] not in _SEAMS
+
+
+def _rank(finding: Finding) -> int:
+    if finding.source == HEURISTIC:
+        return 0
+    return 1 if finding.source == PATTERN and ":" in finding.rule else 2  # plugin ids: "llm-guard:..."
+
+
+def _bind_location(view: View, part: int, value: int) -> Callable[[], str]:
+    return lambda: view.location_of(part, value)
 
 
 _NAME = {B64: "base64", B64URL: "base64", B32: "base32", HEX: "hex", PERCENT: "url-encoded", ESCAPE: "unicode-escaped",
@@ -353,10 +514,6 @@ def _window_key(family: str, start: int, entry: Entry) -> tuple[str, int, str]:
         assert entry.form is not None
         return family, start % 2, entry.form.separator
     return family, 0, ""
-
-
-def _enumish(value: bytes) -> bool:
-    return len(value) <= 24 and value.islower() and value.replace(b"_", b"").isalpha()
 
 
 def _run_ends(ends: list[int]) -> list[int]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import hyperscan
 import re2
 
+from scanner import jsontriggers
 from scanner.encodings import B32, B64, B64URL, HEX, PLAIN, REVERSED, Form, base32_forms, base64_forms, hex_forms
 from scanner.rules import Rule
 
@@ -29,6 +30,7 @@ ANCHOR = "anchor"  # an encoded or reversed form of a rule anchor: decode around
 PREFIX = "prefix"  # a plain anchor that starts a token: split-prefix joining
 TRIGGER = "trigger"  # an escape that no encoder produces for this character: decode around it
 FINGERPRINT = "fingerprint"  # an operator secret (or fragment of one), plain or encoded
+RAW = "raw"  # a trigger of the raw JSON pass only (scanner/jsontriggers.py); ignored in decoded text
 
 PERCENT = "percent"
 ESCAPE = "escape"
@@ -56,6 +58,7 @@ class Entry:
     family: str = ""
     secret: str = ""  # FINGERPRINT: the operator secret's name
     fragment: bool = False
+    joins: tuple[str, bytes] | None = None  # RAW: how a joined string must continue the hit (jsontriggers)
 
 
 @dataclass(slots=True)
@@ -146,7 +149,10 @@ class RuleSet:
                     self._add(exprs, _literal_regex(anchor.encode()), Entry(PREFIX, rule=rule, form=Form(anchor.encode(), PLAIN)))
         for family, pattern in TRIGGERS:
             self._add(exprs, pattern.encode(), Entry(TRIGGER, family=family))
-        self.db = _Database(exprs, 0)
+        for t in jsontriggers.triggers(self.rules):
+            self._add(exprs, t.expr.encode(), Entry(RAW, rule=t.rule, family=t.family, joins=t.joins))
+        single = [hyperscan.HS_FLAG_SINGLEMATCH if e.family in jsontriggers.SINGLE else 0 for e in self.entries]
+        self.db = _Database(exprs, 0, single)
 
     def _add(self, exprs: list[bytes], expr: bytes, entry: Entry) -> None:
         exprs.append(expr)
@@ -166,6 +172,9 @@ class Matcher:
         for fp in fingerprints:
             exprs.append(_literal_regex(fp.form.text))
             self.entries.append(Entry(FINGERPRINT, form=fp.form, family=fp.form.family, secret=fp.name, fragment=fp.fragment))
+        for pattern in jsontriggers.fingerprint_triggers(fp.form.text for fp in fingerprints):
+            exprs.append(pattern.encode())
+            self.entries.append(Entry(RAW, family=jsontriggers.FINGERPRINT))
         self._secrets = _Database(exprs, len(ruleset.entries)) if exprs else None
 
     def scan(self, data: bytes, limit: int = 1 << 62) -> list[Hit]:
@@ -190,6 +199,12 @@ class Matcher:
         s, e, value = _secret_group(m)
         return lo + s, lo + e, value
 
+    def match_start(self, rule: Rule, data: bytes, end: int) -> int | None:
+        """Start of the whole match of `rule` ending at `end` (extract() gives the secret's span)."""
+        lo = max(0, end - rule.max_len - 64)
+        m = self.ruleset.re2[rule.id].search(data[lo:end])
+        return None if m is None else lo + m.start()
+
     def extract_from(self, rule: Rule, data: bytes) -> tuple[int, int, bytes] | None:
         """Longest match of `rule` starting at offset 0 of `data` (a small probe)."""
         m = self.ruleset.re2_head[rule.id].search(data)
@@ -212,5 +227,5 @@ def count_literals(rules: Iterable[Rule]) -> int:
     return sum(len(anchor_forms(r)) for r in rules)
 
 
-__all__ = ["Matcher", "RuleSet", "Entry", "FingerprintLiteral", "RULE", "ANCHOR", "PREFIX", "TRIGGER", "FINGERPRINT",
+__all__ = ["Matcher", "RuleSet", "Entry", "FingerprintLiteral", "RULE", "ANCHOR", "PREFIX", "TRIGGER", "FINGERPRINT", "RAW",
            "PERCENT", "ESCAPE", "B64", "B64URL", "B32", "HEX", "REVERSED"]

@@ -67,6 +67,40 @@ def _detectors(module: ModuleType) -> list[type[RegexBasedDetector]]:
             if issubclass(c, RegexBasedDetector) and c is not RegexBasedDetector and c.__module__ == module.__name__]
 
 
+MAX_DOTS = 256  # an unbounded `.*` / `.+` is bounded to this many characters
+
+
+def bound_dots(expr: str) -> str:
+    """`.*` / `.+` (outside classes) -> `.{0,256}` / `.{1,256}`.
+
+    Hyperscan reports every end offset of a match: `_authToken=.*` would report each byte
+    to the end of the line, and raw JSON has no line ends (`\\n` is escaped), so one
+    `.npmrc` line would exhaust the candidate cap of a whole body."""
+    out: list[str] = []
+    i, n, in_class = 0, len(expr), False
+    while i < n:
+        c = expr[i]
+        if c == "\\":
+            out.append(expr[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if expr[i + 1 : i + 2] == "]" or expr[i + 1 : i + 3] == "^]":
+                out.append(expr[i : i + (2 if expr[i + 1] == "]" else 3)])  # a `]` first is literal
+                i += len(out[-1])
+                continue
+        elif c == "." and i + 1 < n and expr[i + 1] in "*+":
+            out.append(".{0,%d}" % MAX_DOTS if expr[i + 1] == "*" else ".{1,%d}" % MAX_DOTS)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def translate(pattern: re.Pattern[str]) -> str:
     flags = ""
     if pattern.flags & re.IGNORECASE:
@@ -77,7 +111,7 @@ def translate(pattern: re.Pattern[str]) -> str:
         flags += "m"
     if pattern.flags & re.VERBOSE:
         flags += "x"
-    return (f"(?{flags})" if flags else "") + pattern.pattern
+    return (f"(?{flags})" if flags else "") + bound_dots(pattern.pattern)
 
 
 def why_not(expr: str) -> str | None:

@@ -10,8 +10,9 @@ import orjson
 from scanner import bodies
 from scanner.errors import BodyError
 from scanner.findings import ScanIssue
-from scanner.segments import Part, View, json_paths, json_values, safe_name
-from scanner.verify import is_secret_key_name
+from scanner.rawjson import RawJson, decoded_view
+from scanner.segments import Part, View, safe_name
+from scanner.verify import is_secret_key_name_cached
 
 MAX_MULTIPART_DEPTH = 3
 
@@ -35,25 +36,16 @@ class Built:
     # a token split over two content blocks is adjacent here, not in `view`.
     alt: View = field(default_factory=View)
     keyed: list[tuple[str, str]] = field(default_factory=list)  # (value under a secret-ish key, location or "")
+    raws: list[RawJson] = field(default_factory=list)  # JSON bodies scanned raw (scanner/rawjson.py)
     issues: list[ScanIssue] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     body_bytes: int = 0
+    raw_json: bool = True
 
 
-_KEY_CACHE: dict[str, bool] = {}
-
-
-def _key_is_secret(key: str) -> bool:
-    hit = _KEY_CACHE.get(key)
-    if hit is None:
-        hit = is_secret_key_name(key)
-        if len(_KEY_CACHE) < 50_000:
-            _KEY_CACHE[key] = hit
-    return hit
-
-
-def build(req: ScanRequest, limits: bodies.Limits, max_body: int) -> Built:
-    out = Built()
+def build(req: ScanRequest, limits: bodies.Limits, max_body: int, raw_json: bool = True) -> Built:
+    """The request's view. `raw_json=False` decodes every JSON body up front (the reference the raw path is tested against)."""
+    out = Built(raw_json=raw_json)
     _url(out, req.url)
     _headers(out, req.headers)
     if req.body:
@@ -96,13 +88,13 @@ def _headers(out: Built, headers: tuple[tuple[str, str], ...]) -> None:
                 if cvalue:
                     values.append(unquote_to_bytes(cvalue))
                     locs.append(f"cookie:{safe_name(cname)}")
-                    if _key_is_secret(cname):
+                    if is_secret_key_name_cached(cname):
                         out.keyed.append((cvalue, locs[-1]))
             continue
         if value:
             values.append(value.encode("utf-8", "surrogateescape"))
             locs.append(f"header:{safe_name(low)}")
-            if _key_is_secret(low):
+            if is_secret_key_name_cached(low):
                 out.keyed.append((value, locs[-1]))
     out.view.add(Part(values, locs))
 
@@ -139,31 +131,20 @@ def _content(out: Built, body: bytes, content_type: str, location: str, depth: i
 
 def _json(out: Built, body: bytes, location: str, declared: bool) -> bool:
     try:
-        doc = orjson.loads(body)
+        orjson.loads(body)  # validation only: the raw bytes are scanned (scanner/rawjson.py)
     except orjson.JSONDecodeError as exc:
         if declared:
             out.issues.append(ScanIssue("invalid-json", str(exc).split(":")[0][:120]))
         return False
-    values, keys, keyed = json_values(doc, _key_is_secret)
-    out.keys.extend(keys)
-    out.keyed.extend((v, "") for v in keyed)
-    prefix = "body:" if location == "body" else location + ":"
-    paths: list[list[str]] = []
-
-    def lazy_paths() -> list[str]:
-        if not paths:
-            paths.append(json_paths(doc, prefix))
-        return paths[0]
-
-    out.view.add(Part(values, lazy_paths))
-    kept = [i for i, v in enumerate(values) if not _enumish(v)]
-    if len(kept) < len(values):
-        out.alt.add(Part([values[i] for i in kept], lambda: [lazy_paths()[i] for i in kept]))
+    raw = RawJson(body, "body:" if location == "body" else location + ":")
+    if out.raw_json:
+        out.raws.append(raw)
+        return True
+    view, alt, keyed = decoded_view(raw, is_secret_key_name_cached)
+    out.view.parts += view.parts
+    out.alt.parts += alt.parts
+    out.keyed.extend(keyed)
     return True
-
-
-def _enumish(value: str) -> bool:
-    return len(value) <= 24 and value.islower() and value.replace("_", "").isalpha()
 
 
 def _form(out: Built, body: bytes, location: str) -> None:
@@ -181,7 +162,7 @@ def _fields(out: Built, pairs: list[tuple[bytes, bytes]], where: str, values: li
         if value:
             values.append(value)
             locs.append(f"{where}:{safe_name(name)}")
-            if _key_is_secret(name):
+            if is_secret_key_name_cached(name):
                 out.keyed.append((value.decode("utf-8", "replace"), locs[-1]))
 
 

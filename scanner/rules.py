@@ -37,6 +37,7 @@ class Rule:
     max_len: int = 256  # longest possible match: bounds the RE2 extraction window
     min_entropy: float = 3.0  # of the secret, bits/char, detect-secrets' base64 charset
     keyword: bool = False  # keyword-context rule: value also passes placeholder checks
+    context: str = ""  # keyword rules: the regex of the keyword (raw JSON trigger, scanner/jsontriggers.py)
     source: str = "pattern"
     description: str = ""
 
@@ -49,12 +50,20 @@ def _kw(*words: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+# Keywords of the keyword rules: part of each pattern, and a raw JSON trigger on their own.
+_AWS = r"aws_?secret_?(?:access_?)?key"
+_AZURE = r"azure[a-z_]{0,30}key"
+_DB_SCHEMES = r"(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|cockroachdb)://"
+_DATADOG = r"(?:dd|datadog)_?(?:api|app)_?key"
+_HEROKU = r"heroku[a-z_]{0,20}"
+_CLOUDFLARE = r"(?:cloudflare|cf)_?api_?(?:token|key)"
+
 PROVIDER_RULES: tuple[Rule, ...] = (
     Rule("anthropic-api-key", r"sk-ant-[a-z]{3,8}[0-9]{2}-[A-Za-z0-9_-]{32,120}", ("sk-ant-",), max_len=140),
     Rule("openai-api-key", r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,200}", ("sk-proj-", "sk-svcacct-", "sk-admin-"), max_len=220),
     Rule("openai-legacy-key", r"sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}", ("T3BlbkFJ",), prefix=False, max_len=60),
     Rule("aws-access-key-id", r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}", ("AKIA", "ASIA", "ABIA", "ACCA"), expand="ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", max_len=20, min_entropy=2.5),
-    Rule("aws-secret-access-key", r"(?i)aws_?secret_?(?:access_?)?key" + ASSIGN + r"([A-Za-z0-9/+]{40})", _kw("aws_secret_access_key", "aws_secret_key"), keyword=True, prefix=False, max_len=120, min_entropy=3.5),
+    Rule("aws-secret-access-key", r"(?i)" + _AWS + ASSIGN + r"([A-Za-z0-9/+]{40})", _kw("aws_secret_access_key", "aws_secret_key"), keyword=True, prefix=False, max_len=120, min_entropy=3.5, context=_AWS),
     Rule("github-token", r"gh[pousr]_[A-Za-z0-9]{36}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), expand=ALNUM, max_len=40),
     Rule("github-fine-grained-pat", r"github_pat_[A-Za-z0-9_]{82}", ("github_pat_",), max_len=93),
     Rule("gitlab-token", r"gl(?:pat|dt|rt|cbt|ptt|soat|oas|ft|imt|agent)-[A-Za-z0-9_-]{20,64}", ("glpat-", "gldt-", "glrt-", "glcbt-", "glptt-", "glsoat-", "gloas-", "glft-", "glimt-", "glagent-"), max_len=75),
@@ -67,11 +76,11 @@ PROVIDER_RULES: tuple[Rule, ...] = (
     Rule("google-api-key", r"AIza[0-9A-Za-z_-]{35}", ("AIza",), expand=ALNUM + "_-", max_len=39),
     Rule("google-oauth-client-secret", r"GOCSPX-[A-Za-z0-9_-]{28}", ("GOCSPX-",), max_len=35),
     Rule("google-oauth-access-token", r"ya29\.[0-9A-Za-z_-]{30,1000}", ("ya29.",), expand=ALNUM + "_-", max_len=1010),
-    Rule("gcp-service-account-key-id", r"private_key_id" + ASSIGN + r"([0-9a-f]{40})", ("private_key_id",), keyword=True, prefix=False, max_len=80),
-    Rule("private-key", r"-----BEGIN[ A-Z0-9]{0,25}PRIVATE KEY(?: BLOCK)?-----(?:\s|\\{1,8}[rn]){0,8}[A-Za-z0-9+/=]{32}", ("-----BEGIN RSA PRIVATE", "-----BEGIN PRIVATE KEY", "-----BEGIN EC PRIVATE", "-----BEGIN OPENSSH PRIVATE", "-----BEGIN DSA PRIVATE", "-----BEGIN PGP PRIVATE", "-----BEGIN ENCRYPTED PRIVATE"), max_len=120, min_entropy=0.0),
+    Rule("gcp-service-account-key-id", r"private_key_id" + ASSIGN + r"([0-9a-f]{40})", ("private_key_id",), keyword=True, prefix=False, max_len=80, context="private_key_id"),
+    Rule("private-key", r"-----BEGIN[ A-Z0-9]{0,25}PRIVATE KEY(?: BLOCK)?-----(?:\s|\\{1,8}[rnt]){0,8}[A-Za-z0-9+/=]{32}", ("-----BEGIN RSA PRIVATE", "-----BEGIN PRIVATE KEY", "-----BEGIN EC PRIVATE", "-----BEGIN OPENSSH PRIVATE", "-----BEGIN DSA PRIVATE", "-----BEGIN PGP PRIVATE", "-----BEGIN ENCRYPTED PRIVATE"), max_len=120, min_entropy=0.0),
     Rule("azure-storage-account-key", r"AccountKey=([A-Za-z0-9+/]{86}==)", ("AccountKey=",), prefix=False, max_len=100),
     Rule("azure-ad-client-secret", r"[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}", tuple(f"{d}Q~" for d in "0123456789"), expand=ALNUM + "_~.-", prefix=False, max_len=40),
-    Rule("azure-key", r"(?i)azure[a-z_]{0,30}key" + ASSIGN + r"([A-Za-z0-9+/]{32,88}={0,2})", _kw("azure_api_key", "azure_openai_key", "azure_subscription_key", "azure_storage_key", "azure_key"), keyword=True, prefix=False, max_len=160),
+    Rule("azure-key", r"(?i)" + _AZURE + ASSIGN + r"([A-Za-z0-9+/]{32,88}={0,2})", _kw("azure_api_key", "azure_openai_key", "azure_subscription_key", "azure_storage_key", "azure_key"), keyword=True, prefix=False, max_len=160, context=_AZURE),
     Rule("npm-token", r"npm_[A-Za-z0-9]{36}", ("npm_",), expand=ALNUM, max_len=40),
     Rule("pypi-token", r"pypi-AgE[IN][A-Za-z0-9_-]{50,250}", ("pypi-AgEIcHlwaS5vcmc", "pypi-AgENdGVzdC5weXBpLm9yZw"), max_len=260),
     Rule("huggingface-token", r"hf_[A-Za-z]{34}", ("hf_",), expand="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", max_len=37),
@@ -85,10 +94,10 @@ PROVIDER_RULES: tuple[Rule, ...] = (
     Rule("discord-webhook", r"discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}", ("/api/webhooks/",), prefix=False, max_len=120),
     Rule("telegram-bot-token", r"[0-9]{8,10}:AA[0-9A-Za-z_-]{33}", (":AA",), expand=ALNUM + "_-", prefix=False, max_len=46),
     Rule("jwt", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}", (".eyJ",), expand=ALNUM + "_-", prefix=False, max_len=4096),
-    Rule("database-url-password", r"(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|cockroachdb)://[^\s:/@\"'\\]{1,64}:([^\s/@\"'\\]{3,128})@[A-Za-z0-9.-]{1,253}", ("postgres://", "postgresql://", "mysql://", "mariadb://", "mongodb://", "mongodb+srv://", "redis://", "rediss://", "amqp://", "amqps://", "mssql://"), keyword=True, prefix=False, max_len=480, min_entropy=0.0),
+    Rule("database-url-password", _DB_SCHEMES + r"[^\s:/@\"'\\]{1,64}:([^\s/@\"'\\]{3,128})@[A-Za-z0-9.-]{1,253}", ("postgres://", "postgresql://", "mysql://", "mariadb://", "mongodb://", "mongodb+srv://", "redis://", "rediss://", "amqp://", "amqps://", "mssql://", "sqlserver://", "cockroachdb://"), keyword=True, prefix=False, max_len=480, min_entropy=0.0, context=_DB_SCHEMES),
     Rule("atlassian-api-token", r"ATATT3[A-Za-z0-9_=-]{150,200}", ("ATATT3",), max_len=210),
-    Rule("datadog-api-key", r"(?i)(?:dd|datadog)_?(?:api|app)_?key" + ASSIGN + r"([a-f0-9]{32,40})", _kw("dd_api_key", "datadog_api_key", "dd_app_key"), keyword=True, prefix=False, max_len=100),
-    Rule("heroku-api-key", r"(?i)heroku[a-z_]{0,20}" + ASSIGN + r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", _kw("heroku_api_key", "heroku_token"), keyword=True, prefix=False, max_len=100),
+    Rule("datadog-api-key", r"(?i)" + _DATADOG + ASSIGN + r"([a-f0-9]{32,40})", _kw("dd_api_key", "datadog_api_key", "dd_app_key"), keyword=True, prefix=False, max_len=100, context=_DATADOG),
+    Rule("heroku-api-key", r"(?i)" + _HEROKU + ASSIGN + r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", _kw("heroku_api_key", "heroku_token"), keyword=True, prefix=False, max_len=100, context=_HEROKU),
     Rule("heroku-api-key-v2", r"HRKU-[A-Za-z0-9_-]{60}", ("HRKU-",), max_len=65),
     Rule("newrelic-key", r"NR(?:AK|II|JS)-[A-Za-z0-9]{27}", ("NRAK-", "NRII-", "NRJS-"), max_len=32),
     Rule("sentry-token", r"sntry[su]_[A-Za-z0-9+/=_]{50,200}", ("sntrys_", "sntryu_"), max_len=210),
@@ -109,7 +118,7 @@ PROVIDER_RULES: tuple[Rule, ...] = (
     Rule("xai-api-key", r"xai-[A-Za-z0-9]{80}", ("xai-",), expand=ALNUM, max_len=84),
     Rule("perplexity-api-key", r"pplx-[A-Za-z0-9]{48}", ("pplx-",), max_len=53),
     Rule("databricks-token", r"dapi[a-f0-9]{32}(?:-[0-9])?", ("dapi",), expand=HEX_LOWER, max_len=38),
-    Rule("cloudflare-api-token", r"(?i)(?:cloudflare|cf)_?api_?(?:token|key)" + ASSIGN + r"([A-Za-z0-9_-]{37,40})", _kw("cloudflare_api_token", "cf_api_token", "cloudflare_api_key"), keyword=True, prefix=False, max_len=100),
+    Rule("cloudflare-api-token", r"(?i)" + _CLOUDFLARE + ASSIGN + r"([A-Za-z0-9_-]{37,40})", _kw("cloudflare_api_token", "cf_api_token", "cloudflare_api_key"), keyword=True, prefix=False, max_len=100, context=_CLOUDFLARE),
     Rule("flyio-token", r"fo1_[A-Za-z0-9_-]{43}", ("fo1_",), expand=ALNUM + "_-", max_len=47),
     Rule("openrouter-api-key", r"sk-or-v1-[a-f0-9]{64}", ("sk-or-v1-",), max_len=73),
     Rule("rubygems-api-key", r"rubygems_[a-f0-9]{48}", ("rubygems_",), max_len=57),
@@ -124,10 +133,10 @@ KEYWORD_WORDS = (
     "access_token", "auth_token", "client_secret", "private_key", "secret_key",
     "db_pass", "database_password", "service_key", "account_key", "credentials",
 )
+_KEYWORDS = "(?:" + "|".join(w.replace("-", r"\-") for w in KEYWORD_WORDS) + ")"
 GENERIC_KEYWORD_RULE = Rule(
     "generic-keyword-secret",
-    r"(?i)[a-z0-9_.-]{0,24}(?:" + "|".join(w.replace("-", r"\-") for w in KEYWORD_WORDS)
-    + r")[a-z0-9_.-]{0,24}" + ASSIGN + r"([^\s\"'`\\,;)\]}<>]{10,128})",
+    r"(?i)[a-z0-9_.-]{0,24}" + _KEYWORDS + r"[a-z0-9_.-]{0,24}" + ASSIGN + r"([^\s\"'`\\,;)\]}<>]{10,128})",
     _kw("password", "secret", "api_key", "apikey", "access_token", "auth_token", "client_secret", "secret_key"),
     keyword=True,
     prefix=False,
@@ -135,6 +144,7 @@ GENERIC_KEYWORD_RULE = Rule(
     min_entropy=3.2,
     source="heuristic",
     description="keyword assignment with a high-entropy value",
+    context=_KEYWORDS,
 )
 
 RULES: tuple[Rule, ...] = PROVIDER_RULES + (GENERIC_KEYWORD_RULE,)

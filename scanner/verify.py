@@ -77,3 +77,16 @@ SECRET_KEY_WORDS = (
 def is_secret_key_name(key: str) -> bool:
     low = key.lower()
     return any(w in low for w in SECRET_KEY_WORDS)
+
+
+_KEY_CACHE: dict[str, bool] = {}
+
+
+def is_secret_key_name_cached(key: str) -> bool:
+    """is_secret_key_name, remembered: requests repeat the same few keys (`type`, `text`, `role`...)."""
+    hit = _KEY_CACHE.get(key)
+    if hit is None:
+        hit = is_secret_key_name(key)
+        if len(_KEY_CACHE) < 50_000:
+            _KEY_CACHE[key] = hit
+    return hit

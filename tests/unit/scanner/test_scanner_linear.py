@@ -57,8 +57,26 @@ def _nested(n: int) -> bytes:
     return data[:n]
 
 
+def _json_escaped_quotes(n: int) -> bytes:
+    """Token prefixes between escaped quotes: every hit's string edge search meets `\\"`."""
+    return json.dumps({"a": '"ghp_" ' * (n // 10)}).encode()
+
+
+def _json_split_pieces(n: int) -> bytes:
+    """Anchor pieces at string ends, each continued by the next string: a candidate split per string."""
+    return json.dumps(["ok gh", "p_" + "A" * 30, "pass", "word = Xk9mP2vL8q"] * (n // 60)).encode()
+
+
+def _json_keys_between(n: int) -> bytes:
+    """Token prefixes at string ends with runs of keys and numbers before the next value."""
+    unit = {"a": "x ghp_Zq8L", **{f"k{i}": i for i in range(40)}, "b": "mN2pR4sT6"}
+    return json.dumps([unit] * (n // len(json.dumps(unit)))).encode()
+
+
 INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet": _b64_alphabet,
-          "encoded-anchors": _encoded_anchors, "percent-escapes": _percent, "nested-base64": _nested}
+          "encoded-anchors": _encoded_anchors, "percent-escapes": _percent, "nested-base64": _nested,
+          "json-escaped-quotes": _json_escaped_quotes, "json-split-pieces": _json_split_pieces,
+          "json-keys-between": _json_keys_between}
 
 
 RUNS = 5
