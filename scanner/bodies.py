@@ -25,7 +25,8 @@ class Limits:
     max_ratio: int  # decoded / encoded
 
 
-def _budget(encoded: int, limits: Limits) -> int:
+def budget(encoded: int, limits: Limits) -> int:
+    """Bytes a body of `encoded` bytes may decode to: the hard limit, and the ratio limit."""
     return min(limits.max_decoded, max(encoded, 1) * limits.max_ratio)
 
 
@@ -104,7 +105,7 @@ def decode_content(body: bytes, content_encoding: str, limits: Limits) -> bytes:
         if decoder is None:
             raise BodyError("unsupported-content-encoding", f"cannot decode {coding!r}")
         try:
-            body = decoder(body, _budget(len(body), limits))
+            body = decoder(body, budget(len(body), limits))
         except BodyError:
             raise
         except (zlib.error, brotli.error, zstandard.ZstdError, EOFError, ValueError) as exc:

@@ -7,7 +7,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import orjson
 
-from scanner import bodies
+from scanner import bodies, gitpack
 from scanner.errors import BodyError
 from scanner.findings import ScanIssue
 from scanner.rawjson import RawJson, decoded_view
@@ -41,11 +41,12 @@ class Built:
     keys: list[str] = field(default_factory=list)
     body_bytes: int = 0
     raw_json: bool = True
+    limits: bodies.Limits = bodies.Limits(1 << 26, 200)  # decoded-byte bounds (Content-Encoding, git packs)
 
 
 def build(req: ScanRequest, limits: bodies.Limits, max_body: int, raw_json: bool = True) -> Built:
     """The request's view. `raw_json=False` decodes every JSON body up front (the reference the raw path is tested against)."""
-    out = Built(raw_json=raw_json)
+    out = Built(raw_json=raw_json, limits=limits)
     _url(out, req.url)
     _headers(out, req.headers)
     if req.body:
@@ -126,7 +127,22 @@ def _content(out: Built, body: bytes, content_type: str, location: str, depth: i
     elif kind.startswith("multipart/"):
         _multipart(out, body, params.get("boundary", ""), location, depth)
         return
+    elif kind == gitpack.MEDIA_TYPE:
+        _git_push(out, body, location)
+        return
     out.view.add(Part([body], [location]))
+
+
+def _git_push(out: Built, body: bytes, location: str) -> None:
+    """A `git push` over HTTP: its commands, and every pack object inflated (scanner/gitpack.py)."""
+    try:
+        pushed = gitpack.parse(body, bodies.budget(len(body), out.limits))
+    except BodyError as exc:
+        out.issues.append(ScanIssue(exc.code, exc.detail))
+        out.view.add(Part([body], [location]))  # still scan the wire bytes for what is visible
+        return
+    out.view.add(Part(pushed.commands, [f"{location}:git-command[{i}]" for i in range(len(pushed.commands))]))
+    out.view.add(Part(pushed.objects, [f"{location}:git-pack[{i}]" for i in range(len(pushed.objects))]))
 
 
 def _json(out: Built, body: bytes, location: str, declared: bool) -> bool:
