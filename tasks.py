@@ -231,6 +231,104 @@ def redteam(c, compose=False, kind=False, keep=False, down=False, agent="", only
         raise Exit(code=code)
 
 
-bench = Collection("bench", bench_scanner, bench_proxy)
+# --- agent.*: many agents at once, each on its own branch ------------------------------------------
+
+_AGENT_HELP = {**_BACKEND_HELP, "name": "the agent's name (a DNS label: a-z, 0-9, '-', up to 24 characters)"}
+
+
+@task(
+    name="new",
+    help={
+        **_AGENT_HELP,
+        "branch": "the git branch the agent works on: an existing one is checked out, a new one is made "
+        "from the default branch (default: yolo-cage/<name>)",
+        "repo": "the repository: an https URL, an SSH URL (fetched over SSH here; the agent's origin is its "
+        "https form) or a local path (default: none, an empty workspace)",
+        "memory": "memory limit, e.g. 4g (default 4g)",
+        "cpus": "CPU limit, e.g. 1.5 (default 2)",
+        "pids": "process limit (default 1024)",
+        "retain": "on failure keep what was built (to debug it) instead of removing it",
+    },
+)
+def agent_new(c, name, branch="", repo="", memory="", cpus="", pids=0, compose=False, kind=False, retain=False):
+    """Start one more agent on a running cage, on its own branch; the other agents are not touched."""
+    from kit import agents
+
+    backend = _cage(compose, kind)
+    spec = _guard(lambda: agents.NewAgent(name, branch or None, repo or None, agents.resources(memory, cpus, pids)))
+    report = _guard(lambda: agents.new(backend, spec, retain=retain))
+    for line in agents.describe(report, agents.ops_for(backend).kind):
+        console.info(line)
+    console.info(f"Next: uv run invoke agent.attach {name}")
+
+
+@task(name="list", help=_BACKEND_HELP)
+def agent_list(c, compose=False, kind=False):
+    """List the agents: where each comes from, its branch, repository and state."""
+    from kit import agents
+
+    backend = _cage(compose, kind)
+    rows = _guard(lambda: agents.listing(backend))
+    print(f"{'name':24} {'from':10} {'branch':28} {'state':12} {'health':9} repository")
+    for r in rows:
+        health = {True: "healthy", False: "unhealthy", None: "-"}[r.healthy]
+        print(f"{r.name:24} {r.source:10} {r.branch:28} {r.state:12} {health:9} {r.repo}")
+
+
+@task(name="attach", help=_AGENT_HELP)
+def agent_attach(c, name, compose=False, kind=False):
+    """Attach to the agent's tmux session running Claude Code (detach with Ctrl-b d; it keeps running)."""
+    from kit import agents
+
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.attach(agents.known_agent(backend, name)))
+
+
+@task(name="shell", help=_AGENT_HELP)
+def agent_shell(c, name, compose=False, kind=False):
+    """Open a shell in the agent, as its user."""
+    from kit import agents
+
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.shell(agents.known_agent(backend, name)))
+
+
+@task(name="logs", help={**_AGENT_HELP, "follow": "keep printing new lines", "tail": "how many past lines (default 200)"})
+def agent_logs(c, name, follow=False, tail=200, compose=False, kind=False):
+    """Print the agent's container or pod logs."""
+    from kit import agents
+
+    backend = _cage(compose, kind)
+    _guard(lambda: backend.logs(agents.known_agent(backend, name), follow=follow, tail=tail))
+
+
+@task(
+    name="rm",
+    help={**_AGENT_HELP, "keep_workspace": "keep the agent's workspace volume (its checkout and uncommitted work)"},
+)
+def agent_rm(c, name, keep_workspace=False, compose=False, kind=False):
+    """Remove one agent made with agent.new: identity, container or pod, network, volumes, credential."""
+    from kit import agents
+
+    backend = _cage(compose, kind)
+    removed = _guard(lambda: agents.remove(backend, name, keep_workspace=keep_workspace))
+    console.info(f"Removed agent {name}: " + (", ".join(removed) or "its record and credential (nothing was running)"))
+
+
+@task(
+    name="agents",
+    help={"runs": "agents started (and removed) one after another for the timings (default 5)",
+          "settle": "seconds an idle agent is left alone before its memory is read (default 20)"},
+)  # fmt: skip
+def bench_agents(c, runs=5, settle=20):
+    """Benchmark agents: time to start one more on a warm cage (p50), memory of an idle agent."""
+    argv = [sys.executable, "bench/agents_bench.py", "--runs", str(runs), "--settle", str(settle)]
+    code = subprocess.call(argv)
+    if code:
+        raise Exit(code=code)
+
+
+bench = Collection("bench", bench_scanner, bench_proxy, bench_agents)
 policy = Collection("policy", policy_check)
-ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, redteam, bench, policy)
+agent = Collection("agent", agent_new, agent_list, agent_attach, agent_shell, agent_logs, agent_rm)
+ns = Collection(test, build, up, down, status, shell, attach, logs, audit, doctor, redteam, bench, policy, agent)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from kit import ca, composeplan, credentials, console, hostguard, state, volumes
+from kit import agents, ca, composeplan, credentials, console, hostguard, state, volumes
 from kit.backend import Backend, CageStatus, Component, ExecResult
 from kit.composeplan import AGENT_CA_FILE, DATA_LABEL, PROXY_CA_FILE, Plan
 from kit.errors import BackendError, CageError, PrerequisiteError, RunError
@@ -89,12 +89,13 @@ class ComposeBackend(Backend):
 
     def plan(self, isolation: hostguard.Isolation | None = None, *, create_tokens: bool = True) -> Plan:
         isolation = isolation or hostguard.choose(self.settings, self.engine())
-        tokens = {a.name: _token(self.project, a.name, create_tokens) for a in self.settings.agents}
+        settings = agents.with_added(self.settings)  # the settings' agents and those of `agent.new`
+        tokens = {a.name: _token(self.project, a.name, create_tokens) for a in settings.agents}
         return Plan(
-            settings=self.settings,
+            settings=settings,
             isolation=isolation,
             agents=composeplan.agent_plans(
-                self.settings, tokens, *credentials.for_agents(self.project, [a.name for a in self.settings.agents], create=create_tokens)
+                settings, tokens, *credentials.for_agents(self.project, [a.name for a in settings.agents], create=create_tokens)
             ),
             state_dir=state.project_dir(self.project),
             extra_files=self.extra_files,
@@ -113,6 +114,7 @@ class ComposeBackend(Backend):
             Step("cage CA and agent credentials", lambda: self._credentials(ctx)),
             Step("create networks, volumes and containers", lambda: self._create(ctx), undo=lambda: self._undo(ctx)),
             Step("write the CA and proxy configuration into volumes", lambda: self._fill_volumes(ctx)),
+            Step("check out the agents' repositories into new workspaces", lambda: self._workspaces(ctx)),
             Step("start and wait until every part is healthy", lambda: self._start(ctx)),
         ]
         run_steps(steps, retain=retain)
@@ -183,11 +185,17 @@ class ComposeBackend(Backend):
         config = self._proxy_files(plan, subnets, uid, gid)
         key = {PROXY_CA_FILE: volumes.File(cage_ca.mitmproxy_pem(), 0o400, uid, gid)}
         agent_files = {AGENT_CA_FILE: volumes.File(cage_ca.cert_pem, 0o444)}
-        ctx.digests = {"proxy": _digest(config, key), "ca": _digest(agent_files)}
+        agents.check_registry(config["agents.json"].data)
+        # The addon re-reads agents.json by itself: agents come and go without a proxy restart.
+        restart_on = {name: spec for name, spec in config.items() if name != "agents.json"}
+        ctx.digests = {"proxy": _digest(restart_on, key), "ca": _digest(agent_files)}
         proxy_values, scanner_values = self._credential_files(ctx, uid, gid)
         ctx.digests["scanner"] = _digest(proxy_values, scanner_values)
         if ctx.had_containers and ctx.digests == _read_digests(plan):
-            # Rewriting would briefly empty files the running proxy reads.
+            # Rewriting would briefly empty files the running proxy reads: the registry is replaced in place.
+            from kit.agents_compose import replace_file
+
+            replace_file(self.client, self._volume("proxy-config"), "agents.json", config["agents.json"], proxy_image, labels)
             console.info("  unchanged since the last `up`")
             return
         volumes.replace_content(
@@ -220,6 +228,12 @@ class ComposeBackend(Backend):
             files[f"upstream-ca/{name}.pem"] = volumes.File(pem, 0o444)
         return files
 
+    def _workspaces(self, ctx: _Run) -> None:
+        from kit.agents_compose import fill_new_workspaces
+
+        assert ctx.plan is not None
+        fill_new_workspaces(self, ctx.plan, ctx.volumes_before)
+
     def _credential_files(self, ctx: _Run, uid: int, gid: int) -> tuple[dict[str, volumes.File], dict[str, volumes.File]]:
         values = ctx.bound.files() if ctx.bound is not None else {}
         suid, sgid = volumes.image_user(self.client, image_ref("scanner", self.settings.images.tag))
@@ -228,13 +242,17 @@ class ComposeBackend(Backend):
         return proxy, scanner
 
     def _start(self, ctx: _Run) -> None:
+        from kit.agents_compose import ComposeAgents
+
         assert ctx.plan is not None
+        wait = ("--detach", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), "--pull", "never")
         try:
-            self.compose(
-                ctx.plan,
-                "up", "--detach", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), "--pull", "never", "--remove-orphans",
-                digests=ctx.digests,
-            )  # fmt: skip
+            if len(ctx.plan.agents) > 1:
+                # The proxy first: it joins the further agents' networks through the API, not
+                # through its Compose definition (kit/agents_compose.py says why).
+                self.compose(ctx.plan, "up", *wait, "proxy", digests=ctx.digests)
+                ComposeAgents(self).attach_proxy(ctx.plan.agents)
+            self.compose(ctx.plan, "up", *wait, "--remove-orphans", digests=ctx.digests)
         except RunError as exc:
             raise CageError(f"{exc}\n{exc.output}\n{self.diagnose()}") from exc
 

@@ -146,12 +146,19 @@ def _add_agent(doc: dict[str, Any], base: dict[str, Any], plan: AgentPlan, whole
     if whole.isolation.mode == "gateway":
         network["driver_opts"].update(hostguard.GATEWAY_OPTIONS)
     doc["networks"][plan.network] = network
-    proxy = doc["services"].setdefault("proxy", {"networks": list(base["services"]["proxy"]["networks"])})
-    proxy["networks"].append(plan.network)
+    # Not in the proxy's own list: a changed list would make Compose recreate the proxy (every
+    # agent's connections cut) whenever an agent is added. The kit connects the proxy to this
+    # network through the engine's API instead (kit/agents_compose.py).
     for kind in ("workspace", "home"):
         doc["volumes"][f"{kind}-{plan.name}"] = {
             "labels": {"yolo-cage.project": whole.project, DATA_LABEL: "true", "yolo-cage.agent": plan.name}
         }
+
+
+def attached_networks(agents: Sequence[AgentPlan]) -> list[str]:
+    """The further agents' networks (Compose keys): the kit connects the proxy to each through
+    the engine's API (kit/agents_compose.py), so they are not in the proxy's Compose definition."""
+    return [plan.network for plan in agents if plan.service != FIRST_AGENT_SERVICE]
 
 
 def _agent_depends_on(isolation: Isolation) -> dict[str, Any]:

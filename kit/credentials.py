@@ -178,18 +178,29 @@ def for_agents(project: str, agents: Sequence[str], *, create: bool = True) -> t
     return placeholders, env
 
 
+def forget(project: str, agent: str) -> None:
+    """Drop an agent's placeholders (`agent.rm`): an agent made again under that name gets new ones."""
+    path = state.project_dir(project) / "rendered" / "placeholders.json"
+    known = _read_json(path, {})
+    if known.pop(agent, None) is not None:
+        state.write_private(path, (json.dumps(known, indent=2, sort_keys=True) + "\n").encode())
+
+
 def _read_json(path: Path, default):
     return json.loads(state.read_private(path)) if path.exists() else default
 
 
 def git_fields(branch: str, repo: str | None) -> dict[str, object]:
-    """The registry's git binding for an agent: its branch and, for an http(s) repository, its canonical name."""
+    """The registry's git binding for an agent: its branch and, for an http(s) repository, its canonical name
+    (an SSH repository counts as its https form: the agent's origin, kit/agents_repo.py)."""
     from addon.gitsmart import canonical_repository
+    from kit import agents_repo
 
     repositories = []
-    if repo and repo.startswith(("http://", "https://")):
+    web = agents_repo.parse(repo).web_url if repo else None
+    if web:
         try:
-            repositories.append(canonical_repository(repo))
+            repositories.append(canonical_repository(web))
         except ValueError as exc:
             raise ConfigError("settings", [f"agents[].repo: {exc}"]) from None
     return {"branch": branch, "repositories": repositories}

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from kit import ca, console, kindcluster, kindrender, state
+from kit import agents, ca, console, kindcluster, kindrender, state
 from kit.backend import Backend, CageStatus, Component, ExecResult
 from kit.errors import BackendError, CageError, PrerequisiteError
 from kit.names import LABEL_AGENT, LABEL_ROLE, PROXY_PORT, image_ref
@@ -85,6 +85,10 @@ class KindBackend(Backend):
     def state_dir(self) -> Path:
         return state.project_dir(self.project) / "kind"
 
+    def cage_settings(self) -> Settings:
+        """The settings with the agents of `agent.new` added (kit/agents.py)."""
+        return agents.with_added(self.settings)
+
     def cluster_exists(self) -> bool:
         out = run(["kind", "get", "clusters"], echo=False).stdout.split()
         return self.cluster in out
@@ -141,7 +145,8 @@ class KindBackend(Backend):
 
     def _render(self, ctx: _Run) -> None:
         overlay = self.state_dir() / "overlay"
-        kindrender.write_overlay(overlay, self.project, [kindrender.AgentSpec.from_settings(a) for a in self.settings.agents])
+        specs = [kindrender.AgentSpec.from_settings(a) for a in self.cage_settings().agents]
+        kindrender.write_overlay(overlay, self.project, specs)
         ctx.manifests = kindrender.load_all(kindrender.kustomize(overlay))
         for doc in ctx.manifests:
             if doc["kind"] == "Namespace":
@@ -228,7 +233,11 @@ class KindBackend(Backend):
         objects = kindrender.cage_objects(self.cage_inputs())
         for obj in objects:
             _replace(self.api, obj)
-        ctx.inputs_digest = kindcluster.sha256(json.dumps(objects, sort_keys=True).encode())
+        # Agents come and go without restarting the others: the proxy re-reads the registry, and
+        # an agent's own Secret is new to its new pod. Only the rest restarts the cage's pods.
+        restart_on = [o for o in objects if o["metadata"]["name"] != kindrender.AGENTS_SECRET
+                      and LABEL_AGENT not in o["metadata"]["labels"]]  # fmt: skip
+        ctx.inputs_digest = kindcluster.sha256(json.dumps(restart_on, sort_keys=True).encode())
 
     def _undo_namespace(self, ctx: _Run) -> None:
         if ctx.created_namespace and not ctx.created_cluster:
@@ -248,14 +257,15 @@ class KindBackend(Backend):
 
     def cage_inputs(self) -> kindrender.CageInputs:
         cage_ca = ca.ensure(self.project)
-        tokens = {a.name: state.agent_token(self.project, a.name) for a in self.settings.agents}
+        settings = self.cage_settings()
+        tokens = {a.name: state.agent_token(self.project, a.name) for a in settings.agents}
         pod_subnet = kindcluster.cluster_config(self.kind_settings.node_image)["networking"]["podSubnet"]
         return kindrender.CageInputs(
             project=self.project,
             ca_cert_pem=cage_ca.cert_pem,
             ca_key_and_cert_pem=cage_ca.mitmproxy_pem(),
             policy_yaml=(self.policy_file.read_bytes() if self.policy_file else _DEFAULT_POLICY).decode(),
-            agents_json=registry_json(self.settings, tokens, pod_subnet),
+            agents_json=registry_json(settings, tokens, pod_subnet),
             proxy_urls={name: f"http://{name}:{token}@proxy:{PROXY_PORT}" for name, token in tokens.items()},
             credentials={},
         )
@@ -271,11 +281,15 @@ class KindBackend(Backend):
         if record.exists() and record.read_text().strip() != ctx.inputs_digest:
             console.info("  the CA, policy, tokens or credentials changed: restarting the cage's pods")
             self.kubectl("-n", self.project, "rollout", "restart", "deployment", "-l", "app.kubernetes.io/part-of=yolo-cage")
+        elif record.exists():
+            from kit.agents_kind import nudge_proxy
+
+            nudge_proxy(self)  # a changed registry reaches the running proxy in seconds, not 60-90 s
         state.write_private(record, (ctx.inputs_digest + "\n").encode())
 
     def _remove_dropped_agents(self) -> None:
         """Agents no longer in the settings: their Deployment goes, their data stays."""
-        keep = set(self.settings.agent_names)
+        keep = set(self.cage_settings().agent_names)
         out = self.kubectl("-n", self.project, "get", "deployments", "-l", f"{LABEL_ROLE}=agent", "-o", "json", echo=False)
         for item in json.loads(out.stdout)["items"]:
             agent = item["metadata"]["labels"].get(LABEL_AGENT)
@@ -283,7 +297,7 @@ class KindBackend(Backend):
                 self.kubectl("-n", self.project, "delete", "deployment", item["metadata"]["name"])
 
     def _wait_ready(self) -> None:
-        names = ["deployment/scanner", "deployment/proxy"] + [f"deployment/agent-{a}" for a in self.settings.agent_names]
+        names = ["deployment/scanner", "deployment/proxy"] + [f"deployment/agent-{a}" for a in self.cage_settings().agent_names]
         for name in names:
             self.kubectl("-n", self.project, "rollout", "status", name, f"--timeout={WAIT}")
 

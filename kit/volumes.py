@@ -13,6 +13,7 @@ import io
 import tarfile
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from docker.errors import DockerException
@@ -62,36 +63,59 @@ def replace_content(
     labels: Mapping[str, str] | None = None,
 ) -> None:
     """Make ``volume`` hold exactly ``files`` (and ``dirs``); the volume must exist."""
+    entry = ["/bin/sh", "-c", f"find {MOUNT} -mindepth 1 -delete"]
+    with _helper(client, image, volume, entry, labels, f"could not fill volume {volume} using {image}") as helper:
+        _run(helper, f"could not empty volume {volume}")
+        if not helper.put_archive(MOUNT, tar_of(files, dirs)):
+            raise CageError(f"could not write into volume {volume}")
+
+
+def replace_file(client, volume: str, name: str, spec: File, image: str, labels: Mapping[str, str] | None = None) -> None:
+    """Replace one file of a volume atomically: written beside it, then renamed over it, so a
+    reader (a running proxy) sees the old file or the new one, never none or half of one."""
+    scratch = f".{name}.new"
+    entry = ["/bin/mv", "-f", f"{MOUNT}/{scratch}", f"{MOUNT}/{name}"]
+    with _helper(client, image, volume, entry, labels, f"could not replace {name} in volume {volume}") as helper:
+        if not helper.put_archive(MOUNT, tar_of({scratch: spec})):
+            raise CageError(f"could not write {scratch} into volume {volume}")
+        _run(helper, f"could not replace {name} in volume {volume}")
+
+
+@contextmanager
+def _helper(client, image: str, volume: str, entrypoint: list[str], labels: Mapping[str, str] | None, what: str):
+    """A never-networked root helper mounting ``volume`` read-write; removed afterwards."""
     helper = None
     try:
         helper = client.containers.create(
             image,
-            entrypoint=["/bin/sh", "-c", f"find {MOUNT} -mindepth 1 -delete"],
+            entrypoint=entrypoint,
             command=[],
             user="0:0",
             network_mode="none",
             cap_drop=["ALL"],
-            # Root may only empty the volume: files there belong to the images' users.
+            # Root may only manage the volume's files: they belong to the images' users.
             cap_add=["DAC_OVERRIDE"],
             security_opt=["no-new-privileges:true"],
             volumes={volume: {"bind": MOUNT, "mode": "rw"}},
             labels=dict(labels or {}),
         )
-        helper.start()
-        result = helper.wait(timeout=60)
-        if result.get("StatusCode") != 0:
-            logs = helper.logs().decode("utf-8", "replace")
-            raise CageError(f"could not empty volume {volume}: {logs.strip() or result}")
-        if not helper.put_archive(MOUNT, tar_of(files, dirs)):
-            raise CageError(f"could not write into volume {volume}")
+        yield helper
     except DockerException as exc:
-        raise CageError(f"could not fill volume {volume} using {image}: {exc}") from exc
+        raise CageError(f"{what}: {exc}") from exc
     finally:
         if helper is not None:
             try:
                 helper.remove(force=True)
             except DockerException:
                 pass
+
+
+def _run(helper, what: str) -> None:
+    helper.start()
+    result = helper.wait(timeout=60)
+    if result.get("StatusCode") != 0:
+        logs = helper.logs().decode("utf-8", "replace")
+        raise CageError(f"{what}: {logs.strip() or result}")
 
 
 def image_user(client, image: str) -> tuple[int, int]:

@@ -180,6 +180,8 @@ def _with_second_agent(project: dict, *, own_network: bool) -> dict:
     for section in ("services", "networks", "volumes"):
         for key, value in (overlay.get(section) or {}).items():
             merged.setdefault(section, {}).setdefault(key, {}).update(value)
+    # The kit connects the proxy to further agents' networks through the engine's API (not the file).
+    merged["services"]["proxy"]["networks"] = [*merged["services"]["proxy"]["networks"], *composeplan.attached_networks(plans)]
     if not own_network:
         bob = next(k for k, v in merged["services"].items() if v.get("labels", {}).get("yolo-cage.agent") == "bob")
         merged["services"][bob]["networks"] = ["cage"]
