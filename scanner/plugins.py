@@ -9,8 +9,9 @@ detect-secrets' own regex plugins are read from the installed package.
 
 Each plugin's `denylist` regexes are translated (Python flags -> inline flags)
 and kept only if both hyperscan and RE2 accept them; the rest are listed in
-`PluginRules.skipped` with the reason (tests/unit/scanner/test_plugins.py shows
-the list). Detection then runs in our engine: one hyperscan pass, RE2 extraction.
+`PluginRules.skipped` with the reason (tests/unit/scanner/test_scanner_plugins.py
+pins that list, so a plugin upgrade that drops coverage fails a test). Detection
+then runs in our engine: one hyperscan pass, RE2 extraction.
 """
 
 from __future__ import annotations
@@ -101,6 +102,33 @@ def bound_dots(expr: str) -> str:
     return "".join(out)
 
 
+def unverbose(expr: str) -> str:
+    """A verbose (`re.X`) pattern without its layout: white space and `#` comments outside classes
+    and escapes dropped. RE2 has no verbose mode (it refused detect-secrets' Slack webhook pattern)."""
+    out: list[str] = []
+    i, n, in_class = 0, len(expr), False
+    while i < n:
+        c = expr[i]
+        if c == "\\":
+            out.append(expr[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c.isspace():
+            i += 1
+            continue
+        elif c == "#":
+            end = expr.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def translate(pattern: re.Pattern[str]) -> str:
     flags = ""
     if pattern.flags & re.IGNORECASE:
@@ -109,9 +137,8 @@ def translate(pattern: re.Pattern[str]) -> str:
         flags += "s"
     if pattern.flags & re.MULTILINE:
         flags += "m"
-    if pattern.flags & re.VERBOSE:
-        flags += "x"
-    return (f"(?{flags})" if flags else "") + bound_dots(pattern.pattern)
+    expr = unverbose(pattern.pattern) if pattern.flags & re.VERBOSE else pattern.pattern
+    return (f"(?{flags})" if flags else "") + bound_dots(expr)
 
 
 def why_not(expr: str) -> str | None:
