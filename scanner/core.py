@@ -29,6 +29,7 @@ class Result:
     errors: tuple[ScanIssue, ...]
     bytes_scanned: int
     scan_ms: float
+    dropped: int = 0  # findings past the per-value and per-scan caps (metrics only, not in the answer)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -103,7 +104,8 @@ class Scanner:
         built = build(req, BodyLimits(self.cfg.max_decoded_bytes, self.cfg.max_ratio), self.cfg.max_body_bytes)
         scan = engine.scan_view(built.view, built.keyed, agent=req.agent, alt=built.alt, raws=built.raws)
         issues = tuple(built.issues) + tuple(scan.issues)
-        return _result(scan.findings.values(), issues, len(built.view.data), t0)
+        return _result(scan.findings.values(), issues, len(built.view.data) + sum(len(r.data) for r in built.raws), t0,
+                       scan.dropped)
 
     def scan_text(self, text: str) -> tuple[Result, str]:
         """LLM-Guard style: findings and the text with every finding's span redacted."""
@@ -115,10 +117,10 @@ class Scanner:
         return result, _redact(view.data, scan.spans) if scan.findings else text
 
 
-def _result(findings, issues: tuple[ScanIssue, ...], scanned: int, t0: float) -> Result:
+def _result(findings, issues: tuple[ScanIssue, ...], scanned: int, t0: float, dropped: int = 0) -> Result:
     findings = tuple(findings)
     verdict = INVALID if issues else FINDINGS if findings else CLEAN
-    return Result(verdict, findings, issues, scanned, (time.perf_counter() - t0) * 1000)
+    return Result(verdict, findings, issues, scanned, (time.perf_counter() - t0) * 1000, dropped)
 
 
 def _redact(data: bytes, spans: list[tuple[int, int]]) -> str:

@@ -41,6 +41,8 @@ RADIUS = 1536  # bytes decoded on each side of a hit
 MARGIN = 320  # a hit this far inside an already-decoded window is covered by it
 HEAD = 256  # bytes of each field probed after a dangling prefix
 MAX_PROBE_FIELDS = 4096
+MAX_LOCATIONS = 32  # locations reported for one secret value...
+MAX_FINDINGS = 256  # ...and findings for one scan (docs/architecture.md)
 _TOKEN_CHARS = bytes(
     1 if (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"-_.+/=~") else 0 for c in range(256)
 )
@@ -67,7 +69,9 @@ class Scan:
     budget: int
     top: View = field(default_factory=View)  # the request's view (scan.view is the one being scanned)
     raws: list[RawJson] = field(default_factory=list)
-    findings: dict[str, Finding] = field(default_factory=dict)
+    findings: dict[tuple[str, str], Finding] = field(default_factory=dict)  # by (secret value, location)
+    locations: dict[str, int] = field(default_factory=dict)  # locations reported per secret value
+    dropped: int = 0  # findings past the caps
     spans: list[tuple[int, int]] = field(default_factory=list)  # top-level spans of findings
     issues: list[ScanIssue] = field(default_factory=list)
     dangling: list[tuple[Rule, bytes]] = field(default_factory=list)
@@ -279,14 +283,27 @@ class Engine:
         return scan.view.segment(top)[2]
 
     def _add(self, scan: Scan, finding: Finding, span: tuple[int, int]) -> None:
-        """One finding per secret value: the first rule to see it names it, but our provider rules
-        outrank plugin patterns, which outrank the keyword heuristic (the order in which two views
-        of a request meet a value is no reason to name it differently)."""
-        key = finding.fingerprint if finding.source != SRC_FINGERPRINT else finding.rule
-        old = scan.findings.get(key)
-        if old is None or (old.location == finding.location and _rank(finding) > _rank(old)):
-            scan.findings[key] = finding
+        """One finding per secret value and location (the proxy's audit needs every place a secret
+        was: a URL path holding one is redacted). The first rule to see it there names it, but our
+        provider rules outrank plugin patterns, which outrank the keyword heuristic (the order in
+        which two views of a request meet a value is no reason to name it differently).
+
+        Bounded (a body can repeat one token 100,000 times): MAX_LOCATIONS per secret value and
+        MAX_FINDINGS per scan, in the order met (URL, headers, body); URL locations always."""
+        value = finding.fingerprint if finding.source != SRC_FINGERPRINT else finding.rule
+        key = (value, finding.location)
         scan.spans.append(span)
+        old = scan.findings.get(key)
+        if old is not None:
+            if _rank(finding) > _rank(old):
+                scan.findings[key] = finding
+            return
+        places = scan.locations.get(value, 0)
+        if (places >= MAX_LOCATIONS or len(scan.findings) >= MAX_FINDINGS) and not finding.location.startswith("url:"):
+            scan.dropped += 1
+            return
+        scan.locations[value] = places + 1
+        scan.findings[key] = finding
 
     # -- rule matches ------------------------------------------------------------
 

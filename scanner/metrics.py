@@ -16,13 +16,15 @@ class Metrics:
         self.findings: Counter[tuple[str, str]] = Counter()  # (rule, source)
         self.errors: Counter[str] = Counter()  # issue code or HTTP error
         self.bytes_scanned = 0
+        self.findings_dropped = 0  # past the caps on locations (engine.MAX_LOCATIONS, MAX_FINDINGS)
         self.latency = [0] * (len(BUCKETS_MS) + 1)
         self.latency_sum_ms = 0.0
         self.inflight = 0
         self.gauges: dict[str, float] = {}
 
-    def observe(self, endpoint: str, verdict: str, ms: float, scanned: int, findings, issues) -> None:
+    def observe(self, endpoint: str, verdict: str, ms: float, scanned: int, findings, issues, dropped: int = 0) -> None:
         self.scans[(endpoint, verdict)] += 1
+        self.findings_dropped += dropped
         self.bytes_scanned += scanned
         self.latency_sum_ms += ms
         i = next((i for i, b in enumerate(BUCKETS_MS) if ms <= b), len(BUCKETS_MS))
@@ -44,6 +46,9 @@ class Metrics:
         out += ["# HELP yolo_cage_scanner_errors_total Scan issues and rejected requests by code.",
                 "# TYPE yolo_cage_scanner_errors_total counter"]
         out += [f'yolo_cage_scanner_errors_total{{code="{_esc(c)}"}} {n}' for c, n in sorted(self.errors.items())]
+        out += ["# HELP yolo_cage_scanner_findings_dropped_total Findings not reported: past the caps on locations.",
+                "# TYPE yolo_cage_scanner_findings_dropped_total counter",
+                f"yolo_cage_scanner_findings_dropped_total {self.findings_dropped}"]
         out += ["# TYPE yolo_cage_scanner_bytes_scanned_total counter", f"yolo_cage_scanner_bytes_scanned_total {self.bytes_scanned}",
                 "# HELP yolo_cage_scanner_scan_seconds Time spent in the engine per scan.",
                 "# TYPE yolo_cage_scanner_scan_seconds histogram"]

@@ -95,7 +95,8 @@ async def scan(request: web.Request) -> web.Response:
         request.app[METRICS].errors["bad-request"] += 1
         return _error(400, "bad-request", str(exc))
     result: Result = await _run(request, request.app[SCANNER].scan_request, req)
-    request.app[METRICS].observe("scan", result.verdict, result.scan_ms, result.bytes_scanned, result.findings, result.errors)
+    request.app[METRICS].observe("scan", result.verdict, result.scan_ms, result.bytes_scanned, result.findings, result.errors,
+                                 result.dropped)
     return _json(result.to_json())
 
 

@@ -80,6 +80,7 @@ def test_probes_and_metrics(service) -> None:
     text = requests.get(base + "/metrics", timeout=5).text
     assert 'yolo_cage_scanner_findings_total{rule="github-token",source="pattern"}' in text
     assert "yolo_cage_scanner_scan_seconds_bucket" in text
+    assert "yolo_cage_scanner_findings_dropped_total 0" in text
 
 
 def test_native_endpoint_contract(service) -> None:
@@ -95,6 +96,10 @@ def test_native_endpoint_contract(service) -> None:
     assert f["fingerprint"].startswith("hm:") and TOKEN not in found.text
     clean = scan(base, json.dumps({"messages": [{"content": "hello"}]}).encode()).json()
     assert clean["verdict"] == "clean" and clean["findings"] == [] and clean["bytes_scanned"] > 0
+    # every location of a secret is a finding, with one fingerprint
+    twice = scan(base, json.dumps({"a": TOKEN, "b": [TOKEN]}).encode(), url=f"https://api.test/v1?k={TOKEN}").json()
+    assert sorted(f["location"] for f in twice["findings"]) == ["body:$.a", "body:$.b[0]", "url:query:k"]
+    assert len({f["fingerprint"] for f in twice["findings"]}) == 1
 
 
 def test_llm_guard_endpoint_contract(service) -> None:

@@ -149,6 +149,31 @@ def test_location_of_each_request_part(scanner: Scanner, where: str, req) -> Non
     assert scanner.scan_request(req(CLEAN_TOKEN)).verdict == "clean"
 
 
+def test_every_location_of_a_secret_is_reported(scanner: Scanner) -> None:
+    """The proxy's audit redacts a URL part that held a secret: it needs every location, not the first."""
+    encoded = base64.b64encode(TOKEN.encode()).decode()
+    body = json.dumps({"a": TOKEN, "b": [f"x {TOKEN} y {TOKEN}", encoded], "c": "clean"}).encode()
+    found = scan_body(scanner, body, url=f"https://h.test/{encoded}?q={TOKEN}", headers=JSON + (("X-T", TOKEN),))
+    assert sorted(f.location for f in found.findings) == sorted(
+        ["url:path", "url:query:q", "header:x-t", "body:$.a", "body:$.b[0]", "body:$.b[1]"])
+    assert {f.fingerprint for f in found.findings} == {scanner.fp(TOKEN.encode())}
+    assert [f.transforms for f in found.findings if f.location in ("url:path", "body:$.b[1]")] == [("base64",)] * 2
+    assert scan_body(scanner, json.dumps({"a": "x", "b": ["y", "z"]}).encode(), url="https://h.test/x?q=1").verdict == "clean"
+
+
+def test_locations_of_one_secret_are_bounded(scanner: Scanner) -> None:
+    from scanner.engine import MAX_LOCATIONS
+
+    other = "npm_" + "Qw7Er9Ty2Ui4Op6As8Df0Gh1Jk3Lz5Xc7Vb9"
+    body = json.dumps([TOKEN] * 1000 + [other]).encode()
+    found = scan_body(scanner, body, url=f"https://h.test/{TOKEN}")
+    assert found.verdict == "findings"
+    by_rule = {r: [f.location for f in found.findings if f.rule == r] for r in ("github-token", "npm-token")}
+    assert len(by_rule["github-token"]) == MAX_LOCATIONS and "url:path" in by_rule["github-token"]
+    assert by_rule["npm-token"] == ["body:$[1000]"]  # another secret is not crowded out
+    assert found.dropped >= 1001 - MAX_LOCATIONS
+
+
 def test_finding_never_carries_the_secret(scanner: Scanner) -> None:
     result = scan_body(scanner, json.dumps({"a": TOKEN}).encode())
     dumped = json.dumps(result.to_json())
