@@ -48,7 +48,7 @@ def test(c, suite="all", pytest_args="", no_prepare=False):
 
 @task(
     help={
-        "only": "comma-separated images: agent, proxy, scanner, netguard, sink (test only), or all (default: every product image)",
+        "only": "comma-separated images: agent, proxy, scanner, netguard; sink, model, gitserver (test only); or all (default: every product image)",
         "base": "where the base image comes from: auto (default), registry (pull the pinned official image) or offline (debootstrap, needs root)",
         "extra_ca": "extra CA bundle for builds behind a TLS-intercepting proxy: auto (default: $YOLO_CAGE_EXTRA_CA_BUNDLE, $PIP_CERT, ...), none, or a PEM file",
         "runtime_extra_ca": "keep the extra CA in the proxy image too (to verify upstream TLS re-signed by a corporate interceptor)",

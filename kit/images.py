@@ -51,6 +51,7 @@ IMAGES: dict[str, ImageSpec] = {
         ImageSpec("agent"),
         ImageSpec("sink", ("sink",), test_only=True),
         ImageSpec("model", test_only=True, uses_extra_ca=False),
+        ImageSpec("gitserver", test_only=True, uses_extra_ca=False),
     )
 }
 PRODUCT_IMAGES = tuple(name for name, spec in IMAGES.items() if not spec.test_only)

@@ -38,10 +38,10 @@ def pytest_argv(suite: str, extra: Sequence[str] = ()) -> list[str]:
 # rebuild of unchanged images take seconds). Unit tests need none.
 SUITE_IMAGES = {
     "unit": (),
-    "integration": ("netguard", "scanner", "proxy", "agent", "sink"),
+    "integration": ("netguard", "scanner", "proxy", "agent", "sink", "gitserver"),
     "redteam": ("netguard", "scanner", "proxy", "agent", "sink", "model"),
     "kind": (),
-    "all": ("netguard", "scanner", "proxy", "agent", "sink", "model"),
+    "all": ("netguard", "scanner", "proxy", "agent", "sink", "model", "gitserver"),
 }
 # What a Docker suite cannot do without (doctor's names): each is checked, all reported.
 DOCKER_CHECKS = ("python", "settings", "docker engine", "docker compose", "host isolation", "disk")
