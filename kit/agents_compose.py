@@ -101,6 +101,9 @@ class ComposeAgents:
         net = self.network(name)
         return sorted(out + ([f"network {net.name}"] if net else []))
 
+    def workspace_ref(self, name: str) -> str:
+        return f"volume {self.project}_workspace-{name}"
+
     def states(self) -> dict[str, tuple[str, bool | None]]:
         return {c.agent: (c.state, c.healthy) for c in self.backend.status().components if c.role == "agent" and c.agent}
 
@@ -217,7 +220,7 @@ class ComposeAgents:
             _remove_network(self.client, net)
             removed.append(f"network {net.name}")
         for volume in self.volumes_of(name):
-            if keep_workspace and volume.name == f"{self.project}_workspace-{name}":
+            if keep_workspace and f"volume {volume.name}" == self.workspace_ref(name):
                 console.info(f"  kept {volume.name} (--keep-workspace)")
                 continue
             volume.remove(force=True)

@@ -90,6 +90,9 @@ class KindAgents:
         out = self.kubectl("get", KINDS, "-l", f"{LABEL_AGENT}={name}", "-o", "name", echo=False)
         return sorted(line.strip() for line in out.stdout.splitlines() if line.strip())
 
+    def workspace_ref(self, name: str) -> str:
+        return f"persistentvolumeclaim/workspace-{name}"
+
     def states(self) -> dict[str, tuple[str, bool | None]]:
         return {c.agent: (c.state, c.healthy) for c in self.backend.status().components if c.role == "agent" and c.agent}
 
@@ -108,7 +111,7 @@ class KindAgents:
         # Only this agent's objects: the others and the proxy are not re-applied at all.
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(mine))
         created.made = sorted(set(self.resources(agent.name)) - before)
-        created.workspace_claim_new = f"persistentvolumeclaim/workspace-{agent.name}" in created.made
+        created.workspace_claim_new = self.workspace_ref(agent.name) in created.made
         return created
 
     def _render(self) -> list[dict]:
@@ -160,7 +163,7 @@ class KindAgents:
     # --- agent.rm --------------------------------------------------------------------
 
     def remove(self, name: str, *, keep_workspace: bool) -> list[str]:
-        keep = f"persistentvolumeclaim/workspace-{name}" if keep_workspace else None
+        keep = self.workspace_ref(name) if keep_workspace else None
         removed = []
         # The Deployment first, waiting for its pod (a claim stays bound while a pod uses it).
         for ref in sorted(self.resources(name), key=_deletion_order):

@@ -51,6 +51,9 @@ class FakeOps:
     def resources(self, name):
         return list(self.live.get(name, []))
 
+    def workspace_ref(self, name):
+        return f"volume pp_workspace-{name}"
+
     def create(self, agent):
         self._call("create", agent.name)
         self.live[agent.name] = [f"container {agent.name}", f"network cage-{agent.name}"]
@@ -240,6 +243,13 @@ def test_new_refuses_on_a_cage_that_is_down_and_leftovers_of_an_earlier_agent(wo
     ops.live["bob"] = ["volume pp_home-bob"]
     with pytest.raises(StepError, match="still there .*agent.rm bob"):
         agents.new(backend, agents.NewAgent("bob"))
+
+
+def test_a_kept_workspace_is_taken_over_by_a_new_agent_of_that_name(world) -> None:
+    backend, ops = world(project="pp")
+    ops.live["bob"] = ["volume pp_workspace-bob"]  # left by `agent.rm bob --keep-workspace`
+    agents.new(backend, agents.NewAgent("bob"))
+    assert [a.name for a in agents.added("pp")] == ["bob"]
 
 
 def test_an_invalid_name_is_refused_before_the_backend_is_asked(world) -> None:
