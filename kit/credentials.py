@@ -156,11 +156,12 @@ def for_agents(project: str, agents: Sequence[str], *, create: bool = True) -> t
     by the last `up`. A placeholder is made once per agent and binding, then kept."""
     from addon.credentials import is_placeholder, new_placeholder
 
-    base = state.project_dir(project)
-    bindings = _read_json(base / "rendered" / "credentials.json", [])
-    known: dict[str, dict[str, str]] = _read_json(base / "rendered" / "placeholders.json", {})
+    base = state.project_dir(project, create=False) / "rendered"
+    bindings = _read_json(base / "credentials.json", [])
+    known: dict[str, dict[str, str]] = _read_json(base / "placeholders.json", {})
     placeholders: dict[str, dict[str, str]] = {}
     env: dict[str, dict[str, str]] = {}
+    made = False
     for agent in agents:
         mine, placeholders[agent], env[agent] = known.get(agent, {}), {}, {}
         for binding in bindings:
@@ -169,13 +170,26 @@ def for_agents(project: str, agents: Sequence[str], *, create: bool = True) -> t
             if not (is_placeholder(current) and current.startswith(f"yolo-cage-placeholder-{name}-")):
                 if not create:
                     continue
-                current = new_placeholder(name)
+                current, made = new_placeholder(name), True
             placeholders[agent][name] = current
             env[agent].update({var: current for var in binding["agent_env"]})
-    if create and any(known.get(agent) != mine for agent, mine in placeholders.items()):
-        merged = {**known, **placeholders}
-        state.write_private(base / "rendered" / "placeholders.json", (json.dumps(merged, indent=2, sort_keys=True) + "\n").encode())
+    if made:
+        _write_placeholders(project, {**known, **{a: {**known.get(a, {}), **p} for a, p in placeholders.items()}})
     return placeholders, env
+
+
+def forget(project: str, agent: str) -> None:
+    """Drop an agent's placeholders (`agent.rm`): a later agent of that name gets new ones."""
+    path = state.project_dir(project, create=False) / "rendered" / "placeholders.json"
+    known = _read_json(path, {})
+    if agent in known:
+        del known[agent]
+        _write_placeholders(project, known)
+
+
+def _write_placeholders(project: str, doc: dict[str, dict[str, str]]) -> None:
+    path = state.project_dir(project) / "rendered" / "placeholders.json"
+    state.write_private(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
 def forget(project: str, agent: str) -> None:

@@ -134,3 +134,17 @@ def test_the_plan_gives_each_agent_its_placeholders_and_the_registry_says_whose_
     assert registry.agents["b"].branch == "feature/b" and registry.agents["b"].repositories == ()
     assert registry.agents["b"].credentials == placeholders["b"]
     assert REAL not in data.decode()
+
+
+def test_agent_rm_forgets_only_that_agents_placeholders(state_dir: Path) -> None:
+    credentials.record("p", credentials.resolve(model.default_policy(), None, {"GITHUB_TOKEN": REAL}))
+    before, _ = credentials.for_agents("p", ["a", "b"])
+    credentials.forget("p", "a")
+    credentials.forget("p", "nobody")
+    after, _ = credentials.for_agents("p", ["a", "b"])
+    assert after["b"] == before["b"] and after["a"] != before["a"]
+
+
+def test_nothing_is_written_when_nothing_is_bound(state_dir: Path) -> None:
+    assert credentials.for_agents("p", ["a"]) == ({"a": {}}, {"a": {}})
+    assert not (state_dir / "p").exists()
