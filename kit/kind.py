@@ -13,6 +13,7 @@ the objects holding secrets use the Kubernetes Python client.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from kit import agents, ca, console, kindcluster, kindrender, state
+from kit import agents, ca, console, credentials, kindcluster, kindrender, state
 from kit.backend import Backend, CageStatus, Component, ExecResult
 from kit.errors import BackendError, CageError, PrerequisiteError
 from kit.names import LABEL_AGENT, LABEL_ROLE, PROXY_PORT, image_ref
@@ -99,6 +100,7 @@ class KindBackend(Backend):
         ctx = _Run()
         steps = [
             Step("check the policy", self._check_policy),
+            Step("read the credentials' real values (they never enter an agent)", self._bind_credentials),
             Step("check kind, kubectl, docker and the images", self._prerequisites),
             Step("render the manifests", lambda: self._render(ctx)),
             Step(f"kind cluster {self.cluster}", lambda: self._cluster(ctx), undo=lambda: self._undo_cluster(ctx)),
@@ -128,6 +130,12 @@ class KindBackend(Backend):
         for item in policy_model.loosening(checked):
             console.warn(f"policy loosens isolation: {item}")
 
+    def _bind_credentials(self) -> credentials.Bound:
+        policy = credentials.load_policy(self.policy_file)
+        bound = credentials.resolve(policy, self.policy_file.parent if self.policy_file else None)
+        credentials.record(self.project, bound)
+        return bound
+
     def _prerequisites(self) -> None:
         for argv in (["kind", "version"], ["kubectl", "version", "--client"], ["docker", "version"]):
             try:
@@ -145,7 +153,9 @@ class KindBackend(Backend):
 
     def _render(self, ctx: _Run) -> None:
         overlay = self.state_dir() / "overlay"
-        specs = [kindrender.AgentSpec.from_settings(a) for a in self.cage_settings().agents]
+        agents_ = self.cage_settings().agents
+        _, env = credentials.for_agents(self.project, [a.name for a in agents_])
+        specs = [dataclasses.replace(kindrender.AgentSpec.from_settings(a), env=tuple(sorted(env[a.name].items()))) for a in agents_]
         kindrender.write_overlay(overlay, self.project, specs)
         ctx.manifests = kindrender.load_all(kindrender.kustomize(overlay))
         for doc in ctx.manifests:
@@ -253,6 +263,7 @@ class KindBackend(Backend):
 
     def cage_inputs(self) -> kindrender.CageInputs:
         cage_ca = ca.ensure(self.project)
+        bound = self._bind_credentials()  # before the registry: it names the bound placeholders
         settings = self.cage_settings()
         tokens = {a.name: state.agent_token(self.project, a.name) for a in settings.agents}
         pod_subnet = kindcluster.cluster_config(self.kind_settings.node_image)["networking"]["podSubnet"]
@@ -263,7 +274,7 @@ class KindBackend(Backend):
             policy_yaml=(self.policy_file.read_bytes() if self.policy_file else _DEFAULT_POLICY).decode(),
             agents_json=registry_json(settings, tokens, pod_subnet),
             proxy_urls={name: f"http://{name}:{token}@proxy:{PROXY_PORT}" for name, token in tokens.items()},
-            credentials={},
+            credentials=bound.files(),
         )
 
     def _apply(self, ctx: _Run) -> None:
@@ -417,11 +428,13 @@ def registry_json(settings: Settings, tokens: Mapping[str, str], pod_subnet: str
     the NetworkPolicies let only agents reach the proxy at all."""
     import hashlib
 
+    placeholders, _ = credentials.for_agents(settings.project, [a.name for a in settings.agents])
     registry = {
         a.name: {
             "token_sha256": hashlib.sha256(tokens[a.name].encode()).hexdigest(),
             "networks": [pod_subnet],
-            "branch": a.git_branch,
+            **credentials.git_fields(a.git_branch, a.repo),
+            "credentials": placeholders[a.name],
         }
         for a in settings.agents
     }

@@ -58,6 +58,8 @@ class AgentSpec:
     branch: str
     memory: str = "4Gi"  # a Kubernetes quantity
     cpu: str = "2"
+    # Credential placeholders (kit.credentials): variable -> this agent's placeholder. Not secret.
+    env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_settings(cls, agent: Any) -> AgentSpec:
@@ -110,6 +112,7 @@ def _fill_deployment(doc: dict[str, Any], spec: AgentSpec) -> None:
         ref = env.get("valueFrom", {}).get("secretKeyRef")
         if ref:
             ref["name"] = agent_secret(spec.name)
+    container["env"] += [{"name": name, "value": value} for name, value in spec.env]
     container["resources"]["limits"] = {"cpu": spec.cpu, "memory": spec.memory}
     for volume in pod["spec"]["volumes"]:
         claim = volume.get("persistentVolumeClaim")

@@ -148,3 +148,39 @@ def test_agent_rm_forgets_only_that_agents_placeholders(state_dir: Path) -> None
 def test_nothing_is_written_when_nothing_is_bound(state_dir: Path) -> None:
     assert credentials.for_agents("p", ["a"]) == ({"a": {}}, {"a": {}})
     assert not (state_dir / "p").exists()
+
+
+def test_kind_gives_agents_placeholders_and_only_the_proxy_and_scanner_the_values(state_dir: Path) -> None:
+    import dataclasses
+
+    from kit import kind, kindrender
+
+    s = settings.from_mapping(
+        {"apiVersion": settings.API_VERSION, "kind": settings.KIND, "backend": "kind",
+         "agents": [{"name": "alice", "repo": "https://github.com/acme/app"}]},
+        source="t",
+    )  # fmt: skip
+    bound = credentials.resolve(model.default_policy(), None, {"GITHUB_TOKEN": REAL})
+    credentials.record(s.project, bound)
+    registry = identity.parse_registry(kind.registry_json(s, {"alice": "tok"}, "192.168.0.0/16").decode())
+    alice = registry.agents["alice"]
+    assert alice.repositories == ("github.com/acme/app",) and set(alice.credentials) == {"github-token"}
+    _, env = credentials.for_agents(s.project, ["alice"])
+    spec = dataclasses.replace(kindrender.AgentSpec.from_settings(s.agents[0]), env=tuple(sorted(env["alice"].items())))
+    deployment = next(d for d in kindrender.agent_docs(spec) if d["kind"] == "Deployment")
+    container_env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert container_env["GH_TOKEN"] == container_env["GITHUB_TOKEN"] == alice.credentials["github-token"]
+    assert REAL not in json.dumps(deployment)
+    inputs = kindrender.CageInputs(
+        project=s.project, ca_cert_pem=b"c", ca_key_and_cert_pem=b"k", policy_yaml="", agents_json=b"{}",
+        proxy_urls={"alice": "http://alice:tok@proxy:8080"}, credentials=bound.files(),
+    )  # fmt: skip
+    objects = kindrender.cage_objects(inputs)
+    holders = [o["metadata"]["name"] for o in objects if REAL in json.dumps(o) or _b64(REAL) in json.dumps(o)]
+    assert holders == [kindrender.CREDENTIALS_SECRET]
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode((text + "\n").encode()).decode()
