@@ -300,3 +300,40 @@ def test_value_dir_reads_values_and_follows_changes(tmp_path: Path) -> None:
 
 def test_a_missing_value_dir_has_no_values(tmp_path: Path) -> None:
     assert ValueDir(str(tmp_path / "none")).get("github-token") is None
+
+
+# --- the README and the example policy ---------------------------------------------------------------------
+
+
+def _readme_section(title: str) -> str:
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+def test_the_readme_snippet_is_a_valid_policy_that_binds_what_it_says() -> None:
+    import re
+
+    [snippet] = re.findall(r"```yaml\n(.*?)```", _readme_section("Credentials and git"), re.DOTALL)
+    parsed = policy.parse(HEAD + snippet, "README.md")
+    bindings = {b.name: b for b in parsed.credentials.bindings}
+    assert bindings["github-token"].source == policy.CredentialSource(file="~/.config/yolo-cage/github-token")
+    assert bindings["github-token"].required and not bindings["anthropic-api-key"].required
+    assert parsed.git.fetch_repositories == ("**",) and policy.loosening(parsed) == []
+
+
+def test_the_readme_names_every_preset_and_git_switch() -> None:
+    text = _readme_section("Credentials and git")
+    assert all(f"`{name}`" in text for name in policy.PRESETS)
+    assert all(f"`{name}`" in text or f"`git.{name}`" in text for name in policy.Git.model_fields if name.startswith("unsafe_"))
+
+
+def test_the_example_policy_binds_nothing_it_cannot_find() -> None:
+    from kit import credentials as kit_credentials
+
+    example = Path(__file__).resolve().parents[3] / "addon" / "policy.example.yaml"
+    parsed = policy.load(example)
+    assert {b.name for b in parsed.credentials.bindings} >= {"anthropic-api-key", "github-token"}
+    bound = kit_credentials.resolve(parsed, example.parent, {})
+    assert bound.resolved == () and len(bound.skipped) == len(parsed.credentials.bindings)
