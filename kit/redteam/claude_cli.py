@@ -2,7 +2,8 @@
 
 The scripted model joins the cage as ``api.anthropic.com`` (started here, or
 reused when a kept cage still has the one an earlier ``--claude --keep`` run
-left, with its TLS material from the state directory). The scenarios run in
+left, with its TLS material from the state directory), and the cage binds an
+Anthropic key: Claude Code holds the placeholder, the proxy injects the key. The scenarios run in
 the cage's last agent by default: the catalog attacks from the first, and the
 scanner remembers what an agent sent (its split-across-requests detector).
 """
@@ -33,7 +34,10 @@ def run(cage, *, agent: str = "", scenarios: Sequence[str] = (), keep: bool = Fa
     model, started = _model(cage)
     try:
         agents = cage.backend.agents()
-        options = claude_runner.ClaudeOptions(agent=agent or (agents[-1] if agents else None), scenarios=tuple(scenarios))
+        if not agent and not agents:
+            raise CageError("the red-team cage has no agent")
+        chosen = agent or agents[-1]
+        options = claude_runner.ClaudeOptions(scenarios=tuple(scenarios), **claude_model.binding_options(cage, chosen))
         world = ComposeWorld(cage.backend, client=cage.client)
         report = claude_runner.run(world, model, options, progress=console.info)
     finally:

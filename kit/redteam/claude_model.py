@@ -110,7 +110,7 @@ EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "addon" / "policy.example
 TELEMETRY_RULE = "claude-code-telemetry"
 
 
-def policy_fragment(egress4: ipaddress.IPv4Network) -> dict[str, Any]:
+def policy_fragment(egress4: ipaddress.IPv4Network, api_key_file: Path | None = None) -> dict[str, Any]:
     """What the test policy adds for Claude Code, as the example policy has it, plus the model's address.
 
     From ``addon/policy.example.yaml`` (read, not copied, so the two cannot
@@ -118,7 +118,9 @@ def policy_fragment(egress4: ipaddress.IPv4Network) -> dict[str, Any]:
     the agent read), its blocklist (Claude Code's third-party telemetry
     intakes) and the rule that denies Claude Code's telemetry calls to its
     API host. The model's address is in the egress subnet the test policy
-    already allows (``unsafe_allow_private_networks``).
+    already allows (``unsafe_allow_private_networks``). With ``api_key_file``,
+    the ready-made ``anthropic-api-key`` binding takes its real value from that
+    file (required): the agents get a placeholder, the proxy injects the key.
     """
     import yaml
 
@@ -127,12 +129,16 @@ def policy_fragment(egress4: ipaddress.IPv4Network) -> dict[str, Any]:
     rules = [r for r in example["rules"]["deny"] if r["id"] == TELEMETRY_RULE]
     if not modes or not rules:
         raise CageError(f"{EXAMPLE_POLICY} has no scan mode for {API_HOST} or no rule {TELEMETRY_RULE!r}")
-    return {
+    fragment: dict[str, Any] = {
         "destinations": {"unsafe_host_overrides": {API_HOST: model_address(egress4)},
                          "blocklist": list(example["destinations"]["blocklist"])},
         "scan": {"destinations": modes},
         "rules": {"deny": rules},
     }
+    if api_key_file is not None:
+        binding = {"name": BINDING, "preset": BINDING, "source": {"file": str(api_key_file)}, "required": True}
+        fragment["credentials"] = {"bindings": [binding]}
+    return fragment
 
 
 def tar_of(files: Mapping[str, bytes], uid: int = MODEL_UID, mode: int = 0o600) -> bytes:
@@ -217,16 +223,22 @@ class ModelContainer:
 
 
 def merge_policy(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``extra`` over ``base``: mappings merge, lists put ``extra``'s items first (first match wins)."""
+    """``extra`` over ``base``: mappings merge, lists put ``extra``'s items first (first match wins);
+    a named item (rule ``id``, binding ``name``) of ``extra`` replaces the base's item of that name."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = merge_policy(out[key], value)
         elif isinstance(value, list) and isinstance(out.get(key), list):
-            out[key] = list(value) + [v for v in out[key] if v not in value]
+            names = {_item_name(v) for v in value} - {None}
+            out[key] = list(value) + [v for v in out[key] if v not in value and _item_name(v) not in names]
         else:
             out[key] = value
     return out
+
+
+def _item_name(item: Any) -> str | None:
+    return (item.get("id") or item.get("name")) if isinstance(item, Mapping) else None
 
 
 CLAUDE_POLICY = "policy.claude.yaml"
@@ -268,8 +280,9 @@ def configure(cage, model: ModelContainer) -> bool:
         return False
     base = yaml.safe_load(backend.policy_file.read_text(encoding="utf-8")) if backend.policy_file else {
         "apiVersion": policy_model.API_VERSION, "kind": policy_model.KIND}
-    merged = merge_policy(base, policy_fragment(cage.egress4))
-    path = (backend.policy_file.parent if backend.policy_file else model_dir(backend)) / CLAUDE_POLICY
+    directory = backend.policy_file.parent if backend.policy_file else model_dir(backend)
+    merged = merge_policy(base, policy_fragment(cage.egress4, api_key_file(backend.project)))
+    path = directory / CLAUDE_POLICY
     text = "# A red-team policy plus Claude Code's part (kit/redteam/claude_model.py): TEST ONLY.\n"
     path.write_text(text + yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
     policy_model.load(path)  # refuse a broken merge here, not in the proxy
@@ -277,6 +290,49 @@ def configure(cage, model: ModelContainer) -> bool:
     backend.upstream_cas["model"] = model.tls.ca_pem
     backend.up()
     return True
+
+
+# --- the Anthropic key the cage binds (credentials, issue 7) ------------------------------------
+
+BINDING = "anthropic-api-key"
+KEY_FILE = "anthropic-api-key"
+
+
+def api_key_file(project: str) -> Path:
+    """The bound key's real value, made once per cage (a fresh Anthropic-format key, 0600 in the state dir)."""
+    from kit import state
+    from kit.redteam.canaries import anthropic
+
+    path = state.project_dir(project) / "redteam" / KEY_FILE
+    if not path.exists():
+        state.write_private(path, anthropic().encode())
+    return path
+
+
+def bound_key(project: str) -> str:
+    """The real value the proxy injects for the cage's agents (never inside an agent)."""
+    from kit import state
+
+    return state.read_private(api_key_file(project)).decode().strip()
+
+
+def placeholder(cage, agent: str) -> str:
+    """The agent's placeholder for the key, as its container's environment holds it."""
+    container = cage.backend.container_for(agent)
+    container.reload()
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] if "=" in e)
+    value = env.get("ANTHROPIC_API_KEY", "")
+    if not value.startswith("yolo-cage-placeholder-"):
+        raise CageError(f"agent {agent} holds no placeholder for {BINDING} (is the binding in the cage's policy?)")
+    return value
+
+
+def binding_options(cage, agent: str) -> dict[str, Any]:
+    """``ClaudeOptions`` fields for a run under the binding: the agent's placeholder as Claude Code's key,
+    the real key as what the API must receive, and the real key among the secrets searched at the sink."""
+    real = bound_key(cage.backend.project)
+    return {"agent": agent, "agent_api_key": placeholder(cage, agent), "expected_model_key": real,
+            "secrets": {"bound-anthropic-key": real}}
 
 
 def model_dir(backend) -> Path:

@@ -59,6 +59,9 @@ class ClaudeOptions:
     agent_api_key: str | None = None
     expected_model_key: str | None = None  # None: the key the agent holds (nothing swaps it on the way)
     env: Mapping[str, str] = field(default_factory=dict)  # more environment for Claude Code (and its tools)
+    # Secrets that are not planted but must never reach the sink either, by
+    # name (e.g. the bound key the proxy injects): searched like the canaries.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 class ClaudeSession:
@@ -72,6 +75,8 @@ class ClaudeSession:
         self.canaries = canaries_mod.generate()
         self.run_dir = RUN_DIR.format(run_id=self.canaries.run_id)
         self.findings: list[Finding] = []
+        # Everything searched for at the sink: the planted canaries and the unplanted secrets.
+        self.searched = self.canaries.canaries + tuple(_secret(n, v) for n, v in self.options.secrets.items())
 
     @property
     def run_id(self) -> str:
@@ -99,7 +104,7 @@ class ClaudeSession:
             transcript = self.model.transcript(since=model_mark)
             audit = [json.loads(line) for line in self.backend.read_audit()[audit_mark:]]
         audit = [a for a in audit if a.get("agent") == agent]
-        hits = leaksearch.search(capture.blobs(events), self.canaries.canaries)
+        hits = leaksearch.search(capture.blobs(events), self.searched)
         evidence = self._sink_evidence(events, hits, self._api_evidence(transcript, planned))
         results = [judge(p, run, self._masked(_model_results(transcript, self.run_id, p.scenario.id)),
                          _scenario_audit(audit, p, self.run_id, t0, t1), evidence)
@@ -107,7 +112,7 @@ class ClaudeSession:
         return ClaudeReport(
             run_id=self.run_id, backend=self.backend.name, agent=agent, seconds=round(time.monotonic() - started, 1),
             results=results, findings=self.findings, hits=hits, capture_bytes=capture.size(events),
-            capture_events=len(events), canaries=[(c.name, c.provider) for c in self.canaries.canaries],
+            capture_events=len(events), canaries=[(c.name, c.provider) for c in self.searched],
             endpoints=endpoints(transcript), hosts=_hosts(audit), key=self._key_check(transcript, expected_key),
             llm_canaries=self._llm_canaries(transcript), nonessential_traffic=self.options.nonessential_traffic,
             api_bypass=self._api_bypass(transcript),
@@ -179,7 +184,7 @@ class ClaudeSession:
                 body = base64.b64decode(record["body_b64"])
                 blobs.append(leaksearch.Blob(i, f"{API_PLACE}{record.get('seq')} {record.get('method')} {record.get('path')} body",
                                              body, own))
-        return kinds, leaksearch.search(blobs, self.canaries.canaries)
+        return kinds, leaksearch.search(blobs, self.searched)
 
     def _sink_evidence(self, events: Sequence[capture.Event], hits: Sequence[leaksearch.Hit], api) -> SinkEvidence:
         kinds: dict[str, list[str]] = {}
@@ -207,7 +212,7 @@ class ClaudeSession:
 
     def _masked(self, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Tool results with every canary value replaced by its name: the report never shows a secret."""
-        return [{**r, "text": mask(str(r.get("text", "")), self.canaries.canaries)} for r in results]
+        return [{**r, "text": mask(str(r.get("text", "")), self.searched)} for r in results]
 
     def _key_check(self, transcript: Sequence[Mapping[str, Any]], expected: str) -> KeyCheck:
         want = hashlib.sha256(expected.encode()).hexdigest()[:16]
@@ -230,7 +235,12 @@ class ClaudeSession:
         """Canaries the LLM endpoint saw (in report mode the proxy logs them and lets them through)."""
         blobs = [leaksearch.Blob(i, f"transcript#{r.get('seq')}", json.dumps(r.get("results", [])).encode())
                  for i, r in enumerate(transcript) if r.get("kind") == "messages" and r.get("run") == self.run_id]
-        return sorted({hit.canary for hit in leaksearch.search(blobs, self.canaries.canaries)})
+        return sorted({hit.canary for hit in leaksearch.search(blobs, self.searched)})
+
+
+def _secret(name: str, value: str) -> canaries_mod.Canary:
+    prefix = "sk-ant-api03-" if value.startswith("sk-ant-api03-") else ""
+    return canaries_mod.Canary(name, "unplanted secret", value, canaries_mod.Source(env="(not in the agent)"), prefix)
 
 
 def _first(agents: Sequence[str]) -> str:

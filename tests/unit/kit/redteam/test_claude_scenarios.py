@@ -24,7 +24,7 @@ def test_the_issue_list_is_covered() -> None:
     # paste site, env in a URL, --noproxy, raw socket script, git push, DNS, the agent's own key, a clean task.
     assert {"paste-aws-credentials", "env-base64-url", "curl-noproxy", "raw-socket-script", "git-push-canary",
             "dns-exfil", "api-key-exfil", "llm-api-attacker-key", "clean-task"} <= ids
-    assert [s.id for s in sc.SCENARIOS if s.clean] == ["clean-task"]
+    assert [s.id for s in sc.SCENARIOS if s.clean] == ["clean-task", "clean-look-env", "clean-key-docs"]
 
 
 def test_every_attack_scenario_has_a_control_and_mirrors_real_catalog_rows() -> None:
@@ -59,7 +59,7 @@ def test_no_secret_is_ever_written_into_a_command() -> None:
         for step in p.steps:
             # The attacker's own key is theirs to write down; nothing else may look like a secret.
             command = step.command.replace(NAMES["attacker_key"], "<attacker key>")
-            assert not re.search(r"(AKIA[0-9A-Z]{16}|ghp_[0-9A-Za-z]{30}|sk-ant-)", command), command
+            assert not re.search(r"(AKIA[0-9A-Z]{16}|ghp_[0-9A-Za-z]{30}|sk-ant-[a-z0-9]+-[\w-]{20})", command), command
 
 
 def test_an_unknown_placeholder_is_an_error_not_an_empty_string() -> None:
