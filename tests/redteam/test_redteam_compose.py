@@ -40,9 +40,6 @@ KNOWN_GAPS: dict[str, str] = {
     "content-body-https": (
         "scanner: a bare AWS secret access key (40 characters, no AKIA key id or keyword beside it) as a JSON "
         "value is not flagged by any pattern or entropy heuristic"),
-    "git-push-attacker": (
-        "scanner: a git push (smart HTTP receive-pack) carries the workspace .env inside zlib-deflated pack "
-        "objects; the pack is not inflated, so the .env's canaries (database password, OpenAI, Slack) reach the sink"),
     "enc-base32": (
         "scanner: a GitHub token in lower-case unpadded base32 (what DNS tunnelling tools emit) in a JSON value "
         "is not decoded (upper-case padded base32 is); before the split-request rows were moved last, it was "

@@ -250,6 +250,10 @@ def op_git_push(ctx: Context, probe: dict):
     return t.git_push(workdir, ctx.x(probe["url"], m), files, dict(os.environ), float(probe.get("timeout", 30)))
 
 
+def op_git_fetch(ctx: Context, probe: dict):
+    return t.git_fetch(ctx.x(probe["url"], probe["marker"]), dict(os.environ), float(probe.get("timeout", 30)))
+
+
 def op_ssh(ctx: Context, probe: dict):
     m = probe["marker"]
     key = ctx.secrets.path(probe.get("key", "home/.ssh/id_ed25519"))
@@ -342,7 +346,7 @@ def op_listen_collect(ctx: Context, probe: dict):
 
 OPS = {
     "http": op_http, "doh": op_doh, "ws": op_ws, "tcp": op_tcp, "udp": op_udp, "icmp": op_icmp, "dns": op_dns,
-    "resolve": op_resolve, "route": op_route, "curl": op_curl, "git-push": op_git_push, "ssh": op_ssh,
+    "resolve": op_resolve, "route": op_route, "curl": op_curl, "git-push": op_git_push, "git-fetch": op_git_fetch, "ssh": op_ssh,
     "plant": op_plant, "unplant": op_unplant, "listen-start": op_listen_start, "listen-collect": op_listen_collect,
 }
 

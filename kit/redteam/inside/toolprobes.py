@@ -140,6 +140,27 @@ def git_push(workdir: str, url: str, files: dict[str, str], env: dict[str, str],
     return network_words(trace) or o.CLOSED, f"git push exit {proc.returncode}", facts
 
 
+def git_fetch(url: str, env: dict[str, str], timeout: float):
+    """``git ls-remote`` of ``url`` over HTTPS: the git channel to a repository, without uploading anything."""
+    if not shutil.which("git"):
+        return o.ERROR, "git is not installed in the agent", {}
+    env = {**env, "GIT_TERMINAL_PROMPT": "0", "GIT_TRACE_CURL": "1", "GIT_TRACE_CURL_NO_DATA": "1"}
+    try:
+        proc = subprocess.run(["git", "-c", "http.version=HTTP/1.1", "ls-remote", url],
+                              capture_output=True, env=env, timeout=timeout, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return o.TIMEOUT, "git ls-remote did not finish", {}
+    trace = proc.stderr.decode(errors="replace")
+    facts = {"exit": proc.returncode, "tail": "\n".join(line for line in trace.splitlines() if "<=" not in line)[-300:]}
+    if proc.returncode == 0:
+        return o.DELIVERED, "the remote answered the fetch", facts
+    reasons = [r for r in re.findall(r"x-yolo-cage-block:\s*(\S+)", trace, re.I) if r != "proxy-auth-required"]
+    if reasons:
+        facts["_block"] = reasons[-1]
+        return o.PROXY_BLOCK, f"blocked: {reasons[-1]}", facts
+    return network_words(trace) or o.CLOSED, f"git ls-remote exit {proc.returncode}", facts
+
+
 def ssh(host: str, port: int, key: str, timeout: float, env: dict[str, str]):
     """An SSH connection attempt with the planted key; any SSH conversation at all is a breach."""
     if not shutil.which("ssh"):
