@@ -3,8 +3,8 @@
 Each agent holds, per ``inject`` binding, a placeholder of its own (in the
 registry, written by the kit). A request may carry it only as the whole value
 of one of the binding's places (a header, with its auth scheme) on one of the
-binding's hosts and paths; there the proxy swaps in the real value once every
-other check and the content scan passed. The placeholder anywhere else (another
+binding's hosts and paths, over HTTPS; there the proxy swaps in the real value
+once every other check and the content scan passed. The placeholder anywhere else (another
 host, header, path, the URL, the body, a WebSocket message, another agent's
 request) is ``credential-misuse``: blocked.
 
@@ -200,6 +200,7 @@ class RequestView:
     path: str  # with the query
     headers: Sequence[tuple[str, str]]
     injection_allowed: bool = True  # False: e.g. a git request for a repository not the agent's own
+    secure: bool = True  # https upstream: a real value never travels in clear
 
 
 def check_request(
@@ -230,7 +231,8 @@ def check_request(
             seen.add(low)
             uses.append(use)
             continue
-        uses += _passthrough_uses(bindings, values, low, value, request.host, segments)
+        if request.secure:
+            uses += _passthrough_uses(bindings, values, low, value, request.host, segments)
     names = [n.lower() for n, _ in request.headers]
     for use in uses:
         if names.count(use.header) != 1:
@@ -259,7 +261,9 @@ def _placeholder_use(
     request: RequestView,
     segments: Sequence[str],
 ) -> Use | None:
-    if binding is None or binding.mode != "inject" or owner.agent != request.agent or not request.injection_allowed:
+    if binding is None or binding.mode != "inject" or owner.agent != request.agent:
+        return None
+    if not request.injection_allowed or not request.secure:
         return None
     placeholder = own.get(binding.name)
     for place in binding.places:

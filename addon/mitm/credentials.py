@@ -66,6 +66,7 @@ class CredentialCheck:
             path=flow.request.path,
             headers=[(k, v) for k, v in flow.request.headers.items(multi=True)],
             injection_allowed=self._injection_allowed(flow),
+            secure=flow.request.scheme == "https",
         )
         check = creds.check_request(config.bindings, index, own, _values(config), view)
         if check.refusal is not None:

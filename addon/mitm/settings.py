@@ -138,7 +138,7 @@ def _report_credentials(config: Config) -> None:
     values = config.credential_values
     present = values.names() if values is not None else []
     for binding in config.bindings:
-        state = "value present" if binding.name in present else "NO VALUE (requests using it are refused)"
+        state = "value present" if binding.name in present else "no value (not bound here; a placeholder for it is refused)"
         log.info("yolo-cage: credential %s (%s): %s", binding.name, binding.mode, state)
     for problem in values.problems if values is not None else []:
         log.error("yolo-cage: credential file %s", problem)

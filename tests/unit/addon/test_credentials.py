@@ -43,8 +43,8 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def check(host: str, headers: list[tuple[str, str]], path: str = "/", agent: str = "alice", injection: bool = True):
-    view = RequestView(agent, host, path, headers, injection)
+def check(host: str, headers: list[tuple[str, str]], path: str = "/", agent: str = "alice", injection: bool = True, secure: bool = True):
+    view = RequestView(agent, host, path, headers, injection, secure)
     return check_request(BINDINGS, INDEX, OWN, lambda name: REAL.get(name), view)
 
 
@@ -200,6 +200,11 @@ def test_no_injection_where_the_git_binding_says_not_the_agents_repository() -> 
     value = basic("x-access-token", GH_ALICE)
     assert check("github.com", [("Authorization", value)], "/acme/app/git-upload-pack").refusal is None
     refused = check("github.com", [("Authorization", value)], "/acme/app/git-upload-pack", injection=False)
+    assert refused.refusal is not None and refused.refusal.reason == MISUSE
+
+
+def test_never_over_plain_http() -> None:
+    refused = check("api.github.com", [("Authorization", f"Bearer {GH_ALICE}")], secure=False)
     assert refused.refusal is not None and refused.refusal.reason == MISUSE
 
 

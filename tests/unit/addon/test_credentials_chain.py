@@ -178,6 +178,16 @@ def test_a_placeholder_out_of_place_is_blocked_before_the_scan(cred_cage, host, 
     assert c.audit()[-1]["reason"] == "credential-misuse"
 
 
+def test_a_placeholder_over_plain_http_is_refused_even_to_its_host(cred_cage) -> None:
+    async def main():
+        c = cred_cage()
+        return await c.send(request("api.github.com", path="/user", headers=[(b"Authorization", f"Bearer {GH}".encode())]))
+
+    flow = run(main())
+    assert refusal(flow)["reason"] == "credential-misuse"
+    assert header_sent(flow, "Authorization") == f"Bearer {GH}"
+
+
 def test_the_same_requests_without_the_placeholder_pass(cred_cage) -> None:
     async def main():
         c = cred_cage()
