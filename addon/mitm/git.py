@@ -62,9 +62,11 @@ class GitBinding:
         if self.runtime.decided(flow):
             return
         request = flow.metadata.get(GIT)
+        if len(flow.request.raw_content or b"") > self.runtime.require_config().policy.scan.max_body_bytes:
+            return  # refused as too large to scan by the content scan; not worth parsing
         if request is None and flow.request.method == "POST":
             # A receive-pack body at a path that does not say so: judged like any push.
-            request = self._classify(flow, (flow.request.raw_content or b"")[:4096])
+            request = self._classify(flow, (flow.request.get_content(strict=False) or b"")[:4096])
             if request is not None and not self._judge(flow, request):
                 return
         if request is not None and request.service == RECEIVE and not request.advertisement:

@@ -362,3 +362,29 @@ def test_bob_without_a_branch_or_repository_cannot_push(cred_cage) -> None:
         return await c.send(flow)
 
     assert refusal(run(main()))["reason"] == "git-push-denied"
+
+
+def test_a_gzip_push_hidden_at_another_path_is_judged_too(cred_cage, history) -> None:
+    import gzip
+
+    repo, main, first, second = history
+
+    async def main_():
+        c = cred_cage()
+        body = gzip.compress(push_body([(first, second, "refs/heads/yolo-cage/alice")], repo.pack(second, first)))
+        return await tunnel(c, "example.com", method="POST", path="/upload", body=body, headers=[(b"Content-Encoding", b"gzip")])
+
+    assert refusal(run(main_()))["reason"] == "git-push-denied"
+
+
+def test_a_push_over_the_scan_limit_is_left_to_the_scan_which_refuses_it(cred_cage, history) -> None:
+    repo, main, first, second = history
+    policy = POLICY + "  max_body_bytes: 100\n"
+
+    async def main_():
+        c = cred_cage(policy=policy)
+        await advertise(c, {"refs/heads/main": main, "refs/heads/yolo-cage/alice": first})
+        return await push(c, push_body([(first, second, "refs/heads/yolo-cage/alice")], repo.pack(second, first)))
+
+    got = refusal(run(main_()))
+    assert got["reason"] == "body-too-large"
