@@ -367,7 +367,7 @@ def test_bob_without_a_branch_or_repository_cannot_push(cred_cage) -> None:
 def test_a_gzip_push_hidden_at_another_path_is_judged_too(cred_cage, history) -> None:
     import gzip
 
-    repo, main, first, second = history
+    repo, _main, first, second = history
 
     async def main_():
         c = cred_cage()
