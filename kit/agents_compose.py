@@ -15,6 +15,7 @@ place, written beside and renamed; the addon re-reads it within a second.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +126,11 @@ class ComposeAgents:
         before = {v.name for v in self.client.volumes.list(filters=self._filters())}
         had_network = self.network(agent.name) is not None
         composeplan.write_generated(plan)
+        create = ("up", "--no-start", "--no-deps", "--pull", "never", ap.service)
+        refuse_shared_changes(self.backend.compose(plan, "--dry-run", *create).output, self.own_resources(ap))
         try:
             # --no-deps: only this service is converged; the proxy and the other agents are not looked at.
-            self.backend.compose(plan, "up", "--no-start", "--no-deps", "--pull", "never", ap.service)
+            self.backend.compose(plan, *create)
         finally:
             net = self.network(agent.name)
             created.network = net.name if net is not None and not had_network else None
@@ -136,6 +139,12 @@ class ComposeAgents:
             created.container = found[0].name if found else None
         self.attach_proxy([ap])
         return created
+
+    def own_resources(self, ap: AgentPlan) -> set[str]:
+        """What creating one further agent may touch: its network, volumes and container (Compose's names)."""
+        p = self.project
+        return {f"Network {p}_{ap.network}", f"Volume {p}_workspace-{ap.name}", f"Volume {p}_home-{ap.name}",
+                f"Container {p}-{ap.service}-1"}  # fmt: skip
 
     def attach_proxy(self, plans: Sequence[AgentPlan]) -> list[str]:
         """Connect the proxy to each agent network it is not on yet (alias `proxy`); returns them."""
@@ -229,6 +238,23 @@ class ComposeAgents:
 
     def converge(self) -> None:
         composeplan.write_generated(self.plan())
+
+
+_DRY_RUN = re.compile(r"DRY-RUN MODE -\s+(Network|Volume|Container)\s+(\S+)\s+(\w+)")
+
+
+def refuse_shared_changes(dry_run: str, own: set[str]) -> None:
+    """Compose's dry run of creating one agent may only name that agent's resources. When the
+    cage's configuration changed since its `up` (settings, the kit, the overlays), Compose would
+    recreate shared networks or volumes, cutting every agent off: refuse instead."""
+    touched = {f"{kind} {name}" for kind, name, _ in _DRY_RUN.findall(dry_run)} - own
+    if touched or "doesn't match configuration" in dry_run:
+        detail = ", ".join(sorted(touched)) or dry_run.split("?")[0].strip()[:300]
+        raise CageError(
+            f"adding this agent would make Compose change shared parts of the cage ({detail}): the cage's "
+            "configuration changed since its last `up`. Run `uv run invoke up` first (it may restart the proxy), "
+            "then `agent.new` again"
+        )
 
 
 def _agent_plan(plan: Plan, name: str) -> AgentPlan:

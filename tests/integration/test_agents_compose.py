@@ -109,9 +109,12 @@ def agent_cage(docker_client, run_id: str, test_labels: dict[str, str], tmp_path
             "apiVersion: yolo-cage.dev/v1alpha1\nkind: Policy\n"
             f"destinations:\n  unsafe_allow_private_networks: ['{egress}']\n"
         )
+        repo = workdir / "repo"
+        commits = make_repo(repo)
+        # The settings' own agent has the repository too: `up` checks it out into its new workspace.
         settings = settings_mod.from_mapping(
             {"apiVersion": settings_mod.API_VERSION, "kind": settings_mod.KIND, "project": f"yct-{run_id}-ag",
-             "images": {"tag": tag}},
+             "images": {"tag": tag}, "agents": [{"name": "dev", "repo": str(repo)}]},
             source="agent_cage fixture",
         )  # fmt: skip
         backend = ComposeBackend(
@@ -122,8 +125,7 @@ def agent_cage(docker_client, run_id: str, test_labels: dict[str, str], tmp_path
         sink.ip4 = str(egress.network_address + 200)
         docker_client.networks.get(f"{backend.project}_egress").connect(sink.container, ipv4_address=sink.ip4,
                                                                        aliases=list(SINK_NAMES))  # fmt: skip
-        repo = workdir / "repo"
-        cage = AgentCage(backend, docker_client, sink, repo, make_repo(repo))
+        cage = AgentCage(backend, docker_client, sink, repo, commits)
         for name, branch in ADDED.items():
             agents.new(backend, agents.NewAgent(name, branch, str(repo), agents.resources("1g", "1", 256)))
         yield cage
@@ -252,6 +254,7 @@ def test_four_agents_each_in_its_own_container_network_and_limits(agent_cage: Ag
 
 def test_each_workspace_is_its_own_clone_on_its_own_branch_with_origin_set(agent_cage: AgentCage) -> None:
     expected = {
+        "dev": ("yolo-cage/dev", agent_cage.commits["main"]),  # checked out by `invoke up`
         "alice": ("feature/alice", agent_cage.commits["main"]),  # new branch from the default branch
         "bob": ("feature/existing", agent_cage.commits["feature/existing"]),  # existing branch
         "carol": ("yolo-cage/carol", agent_cage.commits["main"]),
