@@ -258,16 +258,16 @@ def _check_new(backend: Backend, ops: AgentOps, ctx: _NewRun) -> None:
     if left and not any(a.name == agent.name for a in others):
         problems.append(f"resources of an earlier agent {agent.name!r} are still there ({', '.join(left)}); "
                         f"remove them with `uv run invoke agent.rm {agent.name}`")  # fmt: skip
-    for other in others:
-        if other.name != agent.name and other.git_branch == agent.git_branch and other.repo == agent.repo:
-            problems.append(f"branch {agent.git_branch!r} is agent {other.name!r}'s already: one branch per agent")
-    problems += ops.problems(agent, [a for a in others if a.name != agent.name])
     if agent.repo:
         ctx.source = agents_repo.parse(agent.repo)
         agents_repo.verify_local(ctx.source)
         if ctx.source.local and ctx.source.fetch_url != agent.repo:
             # Record the absolute path: a later `up` may run from another directory.
-            ctx.agent = ctx.agent.model_copy(update={"repo": ctx.source.fetch_url})
+            ctx.agent = agent = agent.model_copy(update={"repo": ctx.source.fetch_url})
+    for other in others:
+        if other.name != agent.name and other.git_branch == agent.git_branch and other.repo == agent.repo:
+            problems.append(f"branch {agent.git_branch!r} is agent {other.name!r}'s already: one branch per agent")
+    problems += ops.problems(agent, [a for a in others if a.name != agent.name])
     if problems:
         raise CageError("; ".join(problems))
 

@@ -196,8 +196,11 @@ def test_new_without_a_repository_leaves_the_workspace_empty(world) -> None:
 def test_a_relative_local_repository_is_recorded_absolute(world, repo: Path, monkeypatch) -> None:
     backend, _ = world(project="pp")
     monkeypatch.chdir(repo.parent)
-    agents.new(backend, agents.NewAgent("alice", None, "./repo"))
+    agents.new(backend, agents.NewAgent("alice", "feature/x", "./repo"))
     assert agents.added("pp")[0].repo == str(repo)
+    # The same branch of the same repository, named another way, is still taken.
+    with pytest.raises(StepError, match="'alice''s already"):
+        agents.new(backend, agents.NewAgent("bob", "feature/x", "./repo"))
 
 
 def test_a_failed_start_removes_everything_this_new_made(world, repo: Path) -> None:
