@@ -259,11 +259,13 @@ class RawJson:
 
     def value_of(self, piece: Piece) -> bytes | None:
         """The whole decoded value of a string that may run past its window (None: too long)."""
-        if piece.closed and piece.open >= 0:
-            return self.decode(piece.lo, piece.hi)
-        close = self.masked.find(b'"', piece.lo)
-        start = self.opening_quote(piece) + 1
-        return self.decode(start, close) if 0 < close - start <= MAX_KEYED_VALUE else None
+        start = piece.open + 1
+        if piece.open < 0:
+            return None  # a value's opening quote is always in the window that pairs it with its key
+        if piece.closed:
+            return self.decode(start, piece.hi)
+        close = self._closing(start, min(len(self.data), start + MAX_KEYED_VALUE + 1))
+        return self.decode(start, close) if close >= start else None
 
     def _escape_start(self, pos: int, floor: int) -> int:
         """`pos`, moved back to the start of an escape sequence that it would cut."""
