@@ -8,6 +8,7 @@ half in another is still recognised). Values stay in this process's memory only.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,21 @@ from scanner.matcher import FingerprintLiteral
 MIN_SECRET = 8  # shorter values would match ordinary text
 FRAGMENT = 12  # a piece of this many bytes is recognised on its own
 MAX_FRAGMENTS = 64
+
+# Known providers' public prefixes and structure: the same in every key of that
+# kind, so a fragment cut from them would flag any text naming the format (a
+# README line with "sk-ant-api03-"). Fragments come only from what follows.
+_PUBLIC_PART = re.compile(
+    rb"^(?:"
+    rb"sk-ant-[a-z]+[0-9]*-"  # Anthropic: sk-ant-api03-, sk-ant-oat01-, sk-ant-admin01-
+    rb"|sk-(?:proj|svcacct|admin|None)-|sk-"  # OpenAI
+    rb"|gh[pousr]_|github_pat_"  # GitHub
+    rb"|xox[abeoprs]-(?:[0-9]+-)*|xapp-[0-9]+-[A-Z0-9]+-[0-9]+-"  # Slack (team and bot ids are not secret)
+    rb"|A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA)"  # AWS key ids
+    rb"|(?:sk|rk|pk)_(?:live|test)_|whsec_"  # Stripe
+    rb"|glpat-|hf_|npm_|pypi-AgEIcHlwaS5vcmc|SG\.|AIza|dop_v1_|shp(?:at|ss|ca|pa)_|lin_api_"
+    rb")"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +82,15 @@ def load(directory: Path) -> LoadResult:
     return LoadResult(tuple(secrets), tuple(skipped), sig)
 
 
+def secret_part(value: bytes) -> bytes:
+    """``value`` without its provider's public prefix (the part only this secret has)."""
+    match = _PUBLIC_PART.match(value)
+    return value[match.end() :] if match else value
+
+
 def fragments(value: bytes) -> list[bytes]:
+    """Overlapping windows of the secret's own part (never of a public prefix)."""
+    value = secret_part(value)
     if len(value) < FRAGMENT + 4:
         return []
     stride = max(1, (len(value) - FRAGMENT) // MAX_FRAGMENTS + 1)
