@@ -193,7 +193,8 @@ def resources(memory: str = "", cpus: str | float = "", pids: int = 0) -> Resour
     try:
         return Resources(**given)
     except ValidationError as exc:
-        problems = [f"--{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors(include_url=False)]
+        errors = exc.errors(include_url=False)
+        problems = [f"--{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in errors]
         raise ConfigError("agent resources", problems) from None
 
 
