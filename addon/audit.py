@@ -1,7 +1,8 @@
 """The audit log: one JSON line per decision, append-only, never a secret value.
 
 What keeps secrets out: query strings are never written; a path or host that
-carried a finding is written as ``<redacted>``; anything the scanner did not
+carried a finding (a host: in the URL, the CONNECT target, ``Host`` or
+``:authority``) is written as ``<redacted>``; anything the scanner did not
 see (requests refused before the scan) and every finding location (its keys
 are chosen by the agent) has long letter-digit runs, the shape of tokens,
 replaced by ``<redacted>``. No header, cookie or body value is ever written.
@@ -12,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +23,9 @@ from addon.scanning import Finding
 
 REDACTED = "<redacted>"
 _TOKENISH = re.compile(r"[A-Za-z0-9]{16,}")
+# Where the scanner reports what it found in the request's host name.
+_HOST_LOCATIONS = ("url:host", "header:host", "header::authority")
+_PATH_LOCATIONS = ("url:path",)
 
 
 def redact_tokens(text: str) -> str:
@@ -49,10 +54,11 @@ class Event:
     scan_ms: float | None = None
     total_ms: float | None = None
     credentials: Sequence[str] = ()  # names of the credential bindings used (never a value)
+    placeholders: Sequence[str] = ()  # bindings whose own placeholder was in the body, harmlessly (names only)
 
 
-def _url_part(value: str, event: Event, location_prefix: str) -> str:
-    if any(f.location.startswith(location_prefix) for f in event.findings):
+def _url_part(value: str, event: Event, locations: tuple[str, ...]) -> str:
+    if any(f.location == loc or f.location.startswith(loc + ":") for f in event.findings for loc in locations):
         return REDACTED
     return value if event.scanned else redact_tokens(value)
 
@@ -67,9 +73,9 @@ def record(event: Event, now: datetime | None = None) -> dict[str, object]:
         "client": event.client,
         "method": event.method,
         "scheme": event.scheme,
-        "host": _url_part(event.host, event, "url:host"),
+        "host": _url_part(event.host, event, _HOST_LOCATIONS),
         "port": event.port,
-        "path": _url_part(event.path, event, "url:path"),
+        "path": _url_part(event.path, event, _PATH_LOCATIONS),
         "decision": event.decision.verdict.value,
         "reason": event.decision.reason,
         "rule": event.decision.rule,
@@ -88,11 +94,43 @@ def record(event: Event, now: datetime | None = None) -> dict[str, object]:
         "scan_ms": _ms(event.scan_ms),
         "total_ms": _ms(event.total_ms),
         "credentials": list(event.credentials),
+        "placeholders": list(event.placeholders),
     }
 
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+class Repeats:
+    """Agents' healthchecks (``yolo-cage.internal/healthz``, every few seconds) as one line per window.
+
+    The first such decision of a key (client address, kind, method, path) is
+    written; the ones after it within ``window`` seconds are only counted; the
+    next one after the window is written with ``repeats``: how many decisions
+    the line stands for (itself and those counted since the last line).
+    :meth:`flush` gives the lines still owed (at shutdown). Nothing here was
+    forwarded: the proxy answered each itself.
+    """
+
+    def __init__(self, window: float = 300.0, clock: Callable[[], float] = time.monotonic):
+        self.window, self._clock = window, clock
+        self._state: dict[tuple[str, ...], tuple[float, int, dict[str, object] | None]] = {}
+
+    def admit(self, key: tuple[str, ...], entry: dict[str, object]) -> dict[str, object] | None:
+        """The line to write for ``entry`` (with ``repeats``), or None when it is only counted."""
+        now = self._clock()
+        written, pending, _ = self._state.get(key, (float("-inf"), 0, None))
+        if now - written >= self.window:
+            self._state[key] = (now, 0, None)
+            return {**entry, "repeats": pending + 1}
+        self._state[key] = (written, pending + 1, entry)
+        return None
+
+    def flush(self) -> list[dict[str, object]]:
+        owed = [{**entry, "repeats": pending} for _, pending, entry in self._state.values() if entry is not None]
+        self._state.clear()
+        return owed
 
 
 class AuditLog:

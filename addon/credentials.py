@@ -6,7 +6,18 @@ of one of the binding's places (a header, with its auth scheme) on one of the
 binding's hosts and paths, over HTTPS; there the proxy swaps in the real value
 once every other check and the content scan passed. The placeholder anywhere else (another
 host, header, path, the URL, the body, a WebSocket message, another agent's
-request) is ``credential-misuse``: blocked.
+request) is ``credential-misuse``: blocked, with one exception: the agent's own
+placeholder in a body (or WebSocket message) to a bound host or a report-mode
+destination is harmless (a conversation with the LLM API that holds the output
+of ``env``); it is let through untouched and recorded.
+
+On a host that a bound credential covers, the binding's places (and its
+``exclusive_headers``) carry that credential and nothing else: any other value
+there (an attacker's own key, which would open another account on the
+operator's trusted host) is ``credential-foreign``: blocked in every scan mode.
+A request with no credential there passes (nothing to inject), but a
+``report``-mode host scans it in ``enforce`` mode: report mode trusts the
+operator's own account, and that request is not going to it.
 
 ``passthrough`` bindings (the weaker mode, e.g. Claude Code's subscription
 login) have no placeholder: the agent holds the real value, the scanner blocks
@@ -25,7 +36,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -38,6 +49,7 @@ from addon.scanning import Outcome, ScanResult
 PREFIX = "yolo-cage-placeholder-"
 _PLACEHOLDER = re.compile(r"^yolo-cage-placeholder-[a-z][a-z0-9-]{0,47}-[0-9a-f]{24}$")
 MISUSE = "credential-misuse"
+FOREIGN = "credential-foreign"
 UNAVAILABLE = "credential-unavailable"
 _VALUE = re.compile(rb"^[\x21-\x7e]{1,8192}$")
 
@@ -109,6 +121,11 @@ class CompiledBinding:
     name: str
     mode: str  # inject | passthrough
     places: tuple[Place, ...]
+    hosts: tuple[str, ...] = ()
+    exclusive: frozenset[str] = frozenset()  # lower-case headers that carry this credential only
+
+    def covers(self, host: str) -> bool:
+        return any(matches(host, h) for h in self.hosts)
 
 
 def compile_bindings(credentials: Credentials) -> tuple[CompiledBinding, ...]:
@@ -126,7 +143,8 @@ def _compile(binding: Binding) -> CompiledBinding:
         )
         for p in binding.where or ()
     )
-    return CompiledBinding(binding.name, binding.mode or "inject", places)
+    exclusive = frozenset(p.header for p in places) | {h.lower() for h in binding.exclusive_headers}
+    return CompiledBinding(binding.name, binding.mode or "inject", places, tuple(binding.hosts or ()), exclusive)
 
 
 # --- what a request does with credentials ---------------------------------------------------------
@@ -152,6 +170,7 @@ class Owner:
 class Check:
     uses: tuple[Use, ...] = ()
     refusal: Decision | None = None
+    bound_host: bool = False  # a bound credential covers the destination (the operator's account there)
 
     @property
     def exempt_locations(self) -> frozenset[str]:
@@ -180,17 +199,20 @@ class PlaceholderIndex:
         return bool(self._owners)
 
     def find(self, data: bytes) -> Owner | None:
+        return next(self.find_all(data), None)
+
+    def find_all(self, data: bytes) -> Iterator[Owner]:
         if not self._owners:
-            return None
+            return
         marker = PREFIX.encode()
         pos = data.find(marker)
         while pos >= 0:
             for size in self._by_len:
                 owner = self._owners.get(data[pos : pos + size])
                 if owner is not None:
-                    return owner
+                    yield owner
+                    break
             pos = data.find(marker, pos + 1)
-        return None
 
 
 @dataclass(frozen=True)
@@ -239,7 +261,41 @@ def check_request(
             # Swapping (or exempting from the scan) one of several same-named headers is ambiguous.
             owner = Owner(request.agent or "", use.binding)
             return Check(refusal=misuse(owner, request.agent, f"one of several {use.header} headers"))
-    return Check(tuple(uses))
+    bound = [b for b in bindings if b.covers(request.host) and (b.name in own or values(b.name) is not None)]
+    refusal = _foreign(bound, values, request, {u.header for u in uses})
+    return Check(tuple(uses), refusal, bound_host=bool(bound))
+
+
+def _foreign(
+    bound: Sequence[CompiledBinding], values: Callable[[str], str | None], request: RequestView, used: set[str]
+) -> Decision | None:
+    """A value in a bound credential's exclusive header that is not that credential (nor empty)."""
+    exclusive = {h: b.name for b in bound for h in b.exclusive}
+    # A passthrough value out of its place is not foreign: the scanner's fingerprint blocks it.
+    reals = [v for b in bound if b.mode == "passthrough" and (v := values(b.name))]
+    for name, value in request.headers:
+        binding = exclusive.get(name.lower())
+        if binding is None or name.lower() in used or not value.strip() or any(r in value for r in reals):
+            continue
+        return block(
+            FOREIGN,
+            f"credentials:{binding}",
+            f"the {name} header to {request.host} carries a credential other than the bound {binding!r}; "
+            "on this host it may carry only the agent's placeholder (or nothing)",
+        )
+    return None
+
+
+def scan_mode(mode: str, check: Check) -> str:
+    """``report`` trusts the operator's own account: on a bound host, a request without its credential is enforced."""
+    if mode == "report" and check.bound_host and not check.uses:
+        return "enforce"
+    return mode
+
+
+def body_harmless(check: Check, mode: str) -> bool:
+    """Where the agent's own placeholder in a body is harmless: a bound host, or a report-mode destination."""
+    return check.bound_host or scan_mode(mode, check) == "report"
 
 
 def _in_url(index: PlaceholderIndex, path: str) -> Owner | None:
@@ -291,12 +347,29 @@ def _passthrough_uses(
     return out
 
 
-def check_body(index: PlaceholderIndex, agent: str | None, raw: bytes, decoded: bytes | None, where: str = "the body") -> Decision | None:
-    """A placeholder in a body (as sent, and after Content-Encoding) is misuse."""
+@dataclass(frozen=True, slots=True)
+class BodyCheck:
+    refusal: Decision | None = None
+    tolerated: frozenset[str] = frozenset()  # bindings whose own placeholder was there, harmlessly
+
+
+def check_body(
+    index: PlaceholderIndex,
+    agent: str | None,
+    raw: bytes,
+    decoded: bytes | None,
+    where: str = "the body",
+    harmless: bool = False,
+) -> BodyCheck:
+    """A placeholder in a body (as sent, and after Content-Encoding) is misuse unless ``harmless``
+    (see :func:`body_harmless`) and the agent's own. It is never swapped there."""
+    tolerated: set[str] = set()
     for data in (raw, decoded):
-        if data and (owner := index.find(data)) is not None:
-            return misuse(owner, agent, where)
-    return None
+        for owner in index.find_all(data) if data else ():
+            if not harmless or owner.agent != agent:
+                return BodyCheck(misuse(owner, agent, where))
+            tolerated.add(owner.binding)
+    return BodyCheck(tolerated=frozenset(tolerated))
 
 
 def substitute(

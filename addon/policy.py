@@ -314,6 +314,10 @@ class Binding(_Strict):
     source: CredentialSource | None = None
     hosts: tuple[HostPattern, ...] | None = None
     where: tuple[Placement, ...] | None = None
+    # On the binding's hosts, the headers of `where` and these may carry nothing but a
+    # bound credential in its place: anything else there (an attacker's own key, which
+    # would open another account) is credential-foreign.
+    exclusive_headers: tuple[HeaderName, ...] = ()
     agent_env: tuple[EnvName, ...] = ()  # variables holding the placeholder in the agents
     required: StrictBool = True  # false: skipped (with a notice) when the source has no value
 
@@ -350,6 +354,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "source": CredentialSource(env="ANTHROPIC_API_KEY"),
         "hosts": ("api.anthropic.com",),
         "where": (Placement(header="x-api-key"),),
+        "exclusive_headers": ("Authorization",),  # the API also takes OAuth tokens as Bearer
         "agent_env": ("ANTHROPIC_API_KEY",),
     },
     "github-token": {
@@ -368,6 +373,7 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
         "source": CredentialSource(file="~/.claude/.credentials.json", json_pointer="/claudeAiOauth/accessToken"),
         "hosts": ("api.anthropic.com",),
         "where": (Placement(header="Authorization", scheme="Bearer"),),
+        "exclusive_headers": ("x-api-key",),  # the API also takes keys
     },
 }
 

@@ -4,7 +4,10 @@
 wrong place refuses the request (URL and headers in ``requestheaders``, the
 body in ``request``, WebSocket messages as they come), and the headers that
 carry a credential in its own place are marked so the scan does not count
-the credential itself as a finding. :class:`CredentialInjection` runs after
+the credential itself as a finding. A credential that is not the bound one in
+a bound header is refused there too (``credential-foreign``); the agent's own
+placeholder in a body to a bound host or a report-mode destination is
+harmless, let through and recorded. :class:`CredentialInjection` runs after
 the scan passed and before the upstream gate: it swaps each placeholder for
 the real value. Nothing is swapped on a request that is refused.
 """
@@ -20,11 +23,12 @@ from addon.hostnames import Host
 from addon.identity import Registry
 from addon.mitm.destinations import TARGET
 from addon.mitm.git import GIT, agent_git
-from addon.mitm.runtime import AGENT, CREDENTIALS, Config, Runtime, ScanInfo
+from addon.mitm.runtime import AGENT, CREDENTIALS, PLACEHOLDERS, WS_PLACEHOLDERS, Config, Runtime, ScanInfo
 from addon.mitm.safety import TAINTED, drop_websocket_message, guard
 
 USES = "yolo_cage.credential_uses"
 EXEMPT = "yolo_cage.scan_exempt"
+CHECK = "yolo_cage.credential_check"
 INJECTED = CREDENTIALS
 
 
@@ -72,6 +76,7 @@ class CredentialCheck:
         if check.refusal is not None:
             self.runtime.finish(flow, check.refusal)
             return
+        flow.metadata[CHECK] = check
         flow.metadata[USES] = check.uses
         flow.metadata[EXEMPT] = check.exempt_locations
 
@@ -95,12 +100,21 @@ class CredentialCheck:
             decoded = flow.request.get_content(strict=True)
         except ValueError:
             decoded = None  # the scan refuses an undecodable body
-        refusal = creds.check_body(index, flow.metadata.get(AGENT), raw, decoded)
+        agent = flow.metadata.get(AGENT)
+        body = creds.check_body(index, agent, raw, decoded, harmless=self._harmless(flow))
+        refusal = body.refusal
         if refusal is None and flow.request.trailers:
             trailers = "\n".join(f"{k}: {v}" for k, v in flow.request.trailers.items(multi=True)).encode()
-            refusal = creds.check_body(index, flow.metadata.get(AGENT), trailers, None, "the trailers")
+            refusal = creds.check_body(index, agent, trailers, None, "the trailers").refusal  # headers: never harmless
         if refusal is not None:
             self.runtime.finish(flow, refusal)
+        elif body.tolerated:
+            flow.metadata[PLACEHOLDERS] = tuple(sorted(body.tolerated))
+
+    def _harmless(self, flow: http.HTTPFlow) -> bool:
+        target: Host = flow.metadata[TARGET]
+        check: creds.Check = flow.metadata.get(CHECK, creds.Check())
+        return creds.body_harmless(check, self.runtime.require_config().policy.scan.mode_for(target.name))
 
     @guard
     def websocket_message(self, flow: http.HTTPFlow) -> None:
@@ -110,10 +124,12 @@ class CredentialCheck:
         if not message.from_client or flow.metadata.get(TAINTED):
             return  # a tainted WebSocket is dropped and recorded by the content scan
         index, _ = self.index.get(self.runtime)
-        refusal = creds.check_body(index, flow.metadata.get(AGENT), message.content, None, "a WebSocket message")
-        if refusal is not None:
+        body = creds.check_body(index, flow.metadata.get(AGENT), message.content, None, "a WebSocket message", self._harmless(flow))
+        if body.refusal is not None:
             drop_websocket_message(flow)
-            self.runtime.audit_message(flow, refusal, index_no, len(message.content), ScanInfo(mode=""))
+            self.runtime.audit_message(flow, body.refusal, index_no, len(message.content), ScanInfo(mode=""))
+        elif body.tolerated:
+            flow.metadata[WS_PLACEHOLDERS] = (index_no, tuple(sorted(body.tolerated)))
 
 
 class CredentialInjection:

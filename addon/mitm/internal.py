@@ -14,7 +14,7 @@ from mitmproxy import http
 
 from addon.decision import allow
 from addon.hostnames import HostError, parse_host
-from addon.mitm.runtime import INTERNAL, Runtime
+from addon.mitm.runtime import HEALTHZ, INTERNAL, Runtime
 from addon.mitm.safety import guard
 
 INTERNAL_HOST = "yolo-cage.internal"
@@ -46,7 +46,7 @@ class InternalHost:
         state.tunnel = parse_host(INTERNAL_HOST)
         state.tunnel_port = flow.request.port
         state.authenticated = True
-        flow.metadata[INTERNAL] = True
+        flow.metadata[INTERNAL] = flow.metadata[HEALTHZ] = True  # agents' healthchecks open these every few seconds
         self.runtime.finish(flow, allow("internal", INTERNAL_HOST))
 
     @guard
@@ -57,8 +57,10 @@ class InternalHost:
         if not (state.internal or (state.tunnel is None and _is_internal(flow.request.host))):
             return
         flow.metadata[INTERNAL] = True
+        response = self._response(flow.request)
+        flow.metadata[HEALTHZ] = response.status_code in (200, 503)  # anything else is not a healthcheck: every line
         self.runtime.finish(flow, allow("internal", INTERNAL_HOST))
-        flow.response = self._response(flow.request)
+        flow.response = response
 
     def _response(self, request: http.Request) -> http.Response:
         if request.path.split("?", 1)[0] != "/healthz":

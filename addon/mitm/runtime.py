@@ -38,9 +38,12 @@ log = logging.getLogger("yolo_cage")
 
 DECISION = "yolo_cage.decision"
 CREDENTIALS = "yolo_cage.credentials"  # binding names used by the request (set by addon.mitm.credentials)
+PLACEHOLDERS = "yolo_cage.placeholders"  # bindings whose own placeholder was in the body, harmlessly
+WS_PLACEHOLDERS = "yolo_cage.ws_placeholders"  # (message index, bindings): the same for a WebSocket message
 AGENT = "yolo_cage.agent"
 SCAN = "yolo_cage.scan"
 INTERNAL = "yolo_cage.internal"
+HEALTHZ = "yolo_cage.healthz"  # a healthcheck the proxy answered itself: its audit lines are aggregated
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ class Runtime:
     def __init__(self) -> None:
         self.config: Config | None = None
         self._clients: weakref.WeakKeyDictionary[connection.Client, ClientState] = weakref.WeakKeyDictionary()
+        self.healthchecks = audit.Repeats()
 
     def client(self, conn: connection.Client) -> ClientState:
         state = self._clients.get(conn)
@@ -151,8 +155,19 @@ class Runtime:
             scan_ms=scan.scan_ms,
             total_ms=(time.time() - req.timestamp_start) * 1000 if req.timestamp_start else None,
             credentials=tuple(flow.metadata.get(CREDENTIALS, ())),
+            placeholders=tuple(flow.metadata.get(PLACEHOLDERS, ())),
         )
-        self.write_audit(audit.record(event), flow)
+        entry = audit.record(event)
+        if flow.metadata.get(HEALTHZ) and decision.allowed:
+            peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+            entry = self.healthchecks.admit((str(peer), kind, req.method, req.scheme, event.path), entry)
+        if entry is not None:
+            self.write_audit(entry, flow)
+
+    def flush_healthchecks(self) -> None:
+        """Write the healthcheck lines still owed (at shutdown)."""
+        for entry in self.healthchecks.flush():
+            self.write_audit(entry)
 
     def audit_tcp(self, flow: tcp.TCPFlow, decision: Decision) -> None:
         host, port = flow.server_conn.address or ("", 0)
@@ -187,6 +202,7 @@ class Runtime:
     def audit_message(self, flow: http.HTTPFlow, decision: Decision, index: int, size: int, scan: ScanInfo) -> bool:
         """Record a WebSocket message's decision; False when it could not be recorded."""
         req = flow.request
+        at, tolerated = flow.metadata.get(WS_PLACEHOLDERS, (-1, ()))
         event = audit.Event(
             request_id=f"{flow.id}.ws{index}",
             kind="websocket",
@@ -203,6 +219,7 @@ class Runtime:
             scan_mode=scan.mode,
             request_bytes=size,
             scan_ms=scan.scan_ms,
+            placeholders=tuple(tolerated) if at == index else (),
         )
         return self.write_audit(audit.record(event))
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mitmproxy import http, tcp
+from mitmproxy import ctx, http, tcp
 from mitmproxy.proxy import server_hooks
 
 from addon.decision import error
@@ -77,7 +77,27 @@ def _refuse_flow(runtime: rt.Runtime, flow: http.HTTPFlow, decision: object) -> 
 
 
 def drop_websocket_message(flow: http.HTTPFlow) -> None:
-    """Drop the newest message; every later client message on this WebSocket is dropped too."""
+    """Drop the newest message and close the WebSocket; until it is closed, every later client message is dropped too."""
+    first = not flow.metadata.get(TAINTED)
     flow.metadata[TAINTED] = True
     if flow.websocket and flow.websocket.messages:
         flow.websocket.messages[-1].drop()
+    if first and not close_websocket(flow):
+        log.warning("yolo-cage: WebSocket %s could not be closed; its later client messages are dropped", flow.id)
+
+
+def close_websocket(flow: http.HTTPFlow) -> bool:
+    """Close the upstream side of a live WebSocket; False when it is not live here.
+
+    mitmproxy 12's WebSocket layer never looks at ``flow.kill()``, and a hook
+    cannot send a close frame. Closing the server connection takes the path of
+    an upstream that went away: the layer sends the client a close frame
+    (1000) and closes both connections. The proxyserver's ``connections`` is
+    what ``inject.websocket`` uses to reach a live connection too.
+    """
+    server = ctx.master.addons.get("proxyserver") if hasattr(ctx, "master") else None
+    handler = getattr(server, "connections", {}).get(flow.client_conn.id)
+    if handler is None or flow.server_conn not in getattr(handler, "transports", {}):
+        return False
+    handler.close_connection(flow.server_conn)
+    return True

@@ -13,11 +13,11 @@ import time
 from mitmproxy import http
 
 from addon import scanning
-from addon.credentials import without_locations
+from addon.credentials import Check, scan_mode, without_locations
 from addon.decision import Decision, allow, block
 from addon.hostnames import Host
 from addon.mitm.destinations import TARGET
-from addon.mitm.credentials import EXEMPT
+from addon.mitm.credentials import CHECK, EXEMPT
 from addon.mitm.identity import HEADER
 from addon.mitm.runtime import AGENT, SCAN, Config, Runtime, ScanInfo
 from addon.mitm.safety import TAINTED, drop_websocket_message, guard
@@ -93,15 +93,15 @@ class ContentScan:
             headers=_headers(flow.request),
             body=body,
         )
-        decision, info = await self._scan(config, target.name, payload, flow.metadata.get(EXEMPT, frozenset()))
+        decision, info = await self._scan(config, target.name, payload, flow.metadata.get(CHECK), flow.metadata.get(EXEMPT, frozenset()))
         flow.metadata[SCAN] = info
         self._apply(flow, decision)
 
     async def _scan(
-        self, config: Config, host: str, payload: bytes, exempt: frozenset[str] = frozenset()
+        self, config: Config, host: str, payload: bytes, check: Check | None, exempt: frozenset[str] = frozenset()
     ) -> tuple[Decision, ScanInfo]:
         scan_policy = config.policy.scan
-        mode = scan_policy.mode_for(host)
+        mode = scan_mode(scan_policy.mode_for(host), check or Check())
         if mode == "off":
             return allow("scan-off", "scan.mode"), ScanInfo(mode="off")
         started = time.perf_counter()
@@ -144,7 +144,7 @@ class ContentScan:
             headers=[],
             body=message.content,
         )
-        decision, info = await self._scan(config, target.name, payload)
+        decision, info = await self._scan(config, target.name, payload, flow.metadata.get(CHECK))
         if not decision.allowed:
             drop_websocket_message(flow)
         if not self.runtime.audit_message(flow, decision, index, len(message.content), info):

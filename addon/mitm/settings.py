@@ -119,6 +119,7 @@ class Settings:
     async def done(self) -> None:
         config = self.runtime.config
         if config is not None:
+            self.runtime.flush_healthchecks()
             config.audit.close()
             await config.scanner.close()
 

@@ -26,7 +26,7 @@ def test_a_clean_allowed_request_is_recorded_as_it_was() -> None:
         "client": "10.0.0.2:5000", "method": "POST", "scheme": "https", "host": "api.example.com", "port": 443,
         "path": "/v1/items", "decision": "allow", "reason": "clean", "rule": "scan", "findings": [],
         "scan_mode": "enforce", "address": "93.184.216.34", "request_bytes": 12, "scan_ms": 1.23, "total_ms": 3.46,
-        "credentials": [],
+        "credentials": [], "placeholders": [],
     }
 
 

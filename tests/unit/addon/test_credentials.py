@@ -10,17 +10,21 @@ import pytest
 
 from addon import policy
 from addon.credentials import (
+    FOREIGN,
     MISUSE,
     UNAVAILABLE,
     Owner,
     PlaceholderIndex,
     RequestView,
+    BodyCheck,
     ValueDir,
+    body_harmless,
     check_body,
     check_request,
     compile_bindings,
     is_placeholder,
     new_placeholder,
+    scan_mode,
     substitute,
     without_locations,
 )
@@ -209,15 +213,108 @@ def test_never_over_plain_http() -> None:
 
 
 def test_requests_without_placeholders_carry_no_uses() -> None:
-    result = check("api.github.com", [("Authorization", "Bearer something-else"), ("X-Api-Key", "abc")])
+    result = check("example.com", [("Authorization", "Bearer something-else"), ("X-Api-Key", "abc")])
     assert result == type(result)()
 
 
 def test_a_placeholder_in_a_body_is_misuse_as_sent_and_decoded() -> None:
-    assert check_body(INDEX, "alice", b'{"token": "' + GH_ALICE.encode() + b'"}', None).reason == MISUSE
-    assert check_body(INDEX, "alice", b"\x1f\x8b...", b"x=" + AN_ALICE.encode()).reason == MISUSE
-    assert check_body(INDEX, "alice", b"clean", b"clean") is None
-    assert check_body(PlaceholderIndex({}), "alice", GH_ALICE.encode(), None) is None
+    assert check_body(INDEX, "alice", b'{"token": "' + GH_ALICE.encode() + b'"}', None).refusal.reason == MISUSE
+    assert check_body(INDEX, "alice", b"\x1f\x8b...", b"x=" + AN_ALICE.encode()).refusal.reason == MISUSE
+    assert check_body(INDEX, "alice", b"clean", b"clean") == BodyCheck()
+    assert check_body(PlaceholderIndex({}), "alice", GH_ALICE.encode(), None) == BodyCheck()
+
+
+def test_the_agents_own_placeholder_in_a_harmless_body_is_tolerated_and_named() -> None:
+    env = f"GH_TOKEN={GH_ALICE}\nANTHROPIC_API_KEY={AN_ALICE}\nGH_TOKEN={GH_ALICE}\n".encode()
+    assert check_body(INDEX, "alice", env, None, harmless=True) == BodyCheck(tolerated=frozenset({"github-token", "anthropic-api-key"}))
+    # Another agent's placeholder is never harmless: this agent should not have it at all.
+    other = check_body(INDEX, "alice", env + GH_BOB.encode(), None, harmless=True)
+    assert other.refusal is not None and "belongs to agent 'bob'" in other.refusal.detail
+    # The control: the same body where it is not harmless.
+    assert check_body(INDEX, "alice", env, None, harmless=False).refusal.reason == MISUSE
+
+
+@pytest.mark.parametrize(
+    ("host", "mode", "harmless"),
+    [
+        ("api.anthropic.com", "report", True),  # its own binding's host
+        ("api.anthropic.com", "enforce", True),
+        ("api.github.com", "enforce", True),  # any bound host: the operator's own account there
+        ("llm.example", "report", True),  # a report-mode destination nothing is bound to
+        ("paste.example", "enforce", False),
+        ("paste.example", "off", False),
+    ],
+)
+def test_where_a_placeholder_in_a_body_is_harmless(host: str, mode: str, harmless: bool) -> None:
+    assert body_harmless(check(host, []), mode) is harmless
+
+
+# --- a bound host takes its credential and no other -----------------------------------------------------
+
+FOREIGN_CASES = [
+    ("api.anthropic.com", "/v1/files", [("x-api-key", "sk-ant-api03-attackerOwnKey0123456789")], "anthropic-api-key"),
+    ("api.anthropic.com", "/v1/files", [("Authorization", "Bearer sk-ant-oat01-attackerOwnToken012345")], "anthropic-api-key"),
+    ("api.anthropic.com", "/v1/files", [("X-API-KEY", "anything")], "anthropic-api-key"),
+    ("api.github.com", "/gists", [("Authorization", "Bearer ghp_attackerOwnToken0123456789abcdefABCD")], "github-token"),
+    ("api.github.com", "/user/repos", [("Authorization", "token ghp_attackerOwnToken0123456789abcdefABCD")], "github-token"),
+    ("github.com", "/evil/loot.git/git-receive-pack", [("Authorization", basic("x-access-token", "ghp_attackerOwn0123"))], "github-token"),
+    ("github.com", "/evil/loot/issues", [("Authorization", basic("evil", "password"))], "github-token"),
+]
+
+
+@pytest.mark.parametrize(("host", "path", "headers", "binding"), FOREIGN_CASES)
+def test_another_credential_in_a_bound_place_is_foreign(host: str, path: str, headers, binding: str) -> None:
+    result = check(host, headers, path)
+    assert result.refusal is not None and result.refusal.reason == FOREIGN, result
+    assert result.refusal.rule == f"credentials:{binding}"
+    assert not any(value in result.refusal.detail for _, value in headers)  # never echoes the value
+
+
+@pytest.mark.parametrize(("host", "path", "headers", "binding"), FOREIGN_CASES)
+def test_the_same_value_to_an_unbound_host_and_no_value_to_the_bound_one_pass(host: str, path: str, headers, binding: str) -> None:
+    """The paired controls: the same headers elsewhere, and the bound host without a credential (or with an empty one)."""
+    assert check("example.com", headers, path).refusal is None
+    bare = check(host, [], path)
+    assert (bare.refusal, bare.uses, bare.bound_host) == (None, (), True)
+    assert check(host, [(name, "") for name, _ in headers], path).refusal is None
+
+
+def test_a_binding_without_a_value_or_placeholder_guards_nothing() -> None:
+    """Nothing bound for that host here (no value for the proxy, no placeholder for the agent): the user's own key passes."""
+    view = RequestView("alice", "api.anthropic.com", "/v1/messages", [("x-api-key", "sk-ant-api03-usersOwnKey")])
+    unbound = check_request(BINDINGS, INDEX, {"github-token": GH_ALICE}, {"github-token": "real"}.get, view)
+    assert (unbound.refusal, unbound.bound_host) == (None, False)
+    bound = check_request(BINDINGS, INDEX, {"github-token": GH_ALICE}, REAL.get, view)  # the proxy holds the key
+    assert bound.refusal is not None and bound.refusal.reason == FOREIGN
+
+
+def test_a_passthrough_binding_takes_its_own_token_and_no_other() -> None:
+    bindings = compile_bindings(policy.parse(HEAD + "credentials: {bindings: [{name: claude, preset: claude-oauth}]}\n").credentials)
+    real = "sk-ant-oat01-" + "x" * 40
+    values = {"claude": real}.get
+
+    def on_api(value: str, header: str = "Authorization"):
+        return check_request(bindings, PlaceholderIndex({}), {}, values, RequestView("alice", "api.anthropic.com", "/v1/files", [(header, value)]))
+
+    assert on_api(f"Bearer {real}").refusal is None
+    assert on_api("Bearer sk-ant-oat01-attackersOwnToken").refusal.reason == FOREIGN
+    assert on_api("sk-ant-api03-attackersOwnKey", "x-api-key").refusal.reason == FOREIGN
+    # Its own value out of its place is left to the scanner's fingerprint (which blocks it everywhere).
+    assert on_api(real, "x-api-key").refusal is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "headers", "expected"),
+    [
+        ("report", [("x-api-key", AN_ALICE)], "report"),  # the operator's account: report mode as configured
+        ("report", [], "enforce"),  # a bound host without its credential: not the operator's account
+        ("enforce", [("x-api-key", AN_ALICE)], "enforce"),
+        ("off", [], "off"),
+    ],
+)
+def test_report_mode_holds_only_for_the_operators_own_account(mode: str, headers, expected: str) -> None:
+    assert scan_mode(mode, check("api.anthropic.com", headers)) == expected
+    assert scan_mode(mode, check("llm.example", [])) == mode  # nothing bound there: as configured
 
 
 def test_the_index_finds_placeholders_among_prefix_lookalikes() -> None:

