@@ -46,6 +46,8 @@ class _Run:
 
 class KindBackend(Backend):
     name = "kind"
+    # The images `up` builds and loads into the nodes (a test world adds its own).
+    images: tuple[str, ...] = CAGE_IMAGES
 
     def __init__(
         self,
@@ -55,6 +57,7 @@ class KindBackend(Backend):
         build: bool = True,
         test_labels: Mapping[str, str] | None = None,
         api=None,
+        components: Sequence[Path] = (),
     ):
         self.settings = settings
         self.build = build
@@ -65,6 +68,8 @@ class KindBackend(Backend):
         self.context = f"kind-{self.cluster}"
         self.policy_file = policy_file or (Path(settings.policy) if settings.policy else None)
         self._api = api
+        # Extra kustomize components for the rendered overlay (test worlds only).
+        self.components = tuple(components)
 
     # --- access ------------------------------------------------------------------
 
@@ -106,6 +111,7 @@ class KindBackend(Backend):
             Step(f"kind cluster {self.cluster}", lambda: self._cluster(ctx), undo=lambda: self._undo_cluster(ctx)),
             Step(f"Calico {self.kind_settings.calico_version}, ready", self._calico),
             Step("load the cage's images into the nodes", self._load_images),
+            *self._world_steps(),
             Step(
                 f"namespace {self.project}, ConfigMaps and Secrets",
                 lambda: self._namespace_and_secrets(ctx),
@@ -145,8 +151,8 @@ class KindBackend(Backend):
         if self.build:
             from kit import images
 
-            images.build(images.options(self.settings.images, only=",".join(CAGE_IMAGES)))
-        missing = [n for n in CAGE_IMAGES if not _has_image(image_ref(n, self.settings.images.tag))]
+            images.build(images.options(self.settings.images, only=",".join(self.images)))
+        missing = [n for n in self.images if not _has_image(image_ref(n, self.settings.images.tag))]
         if missing:
             refs = ", ".join(image_ref(n, self.settings.images.tag) for n in missing)
             raise PrerequisiteError(f"missing image(s) {refs}: build them with `uv run invoke build`")
@@ -156,7 +162,7 @@ class KindBackend(Backend):
         agents_ = self.cage_settings().agents
         _, env = credentials.for_agents(self.project, [a.name for a in agents_])
         specs = [dataclasses.replace(kindrender.AgentSpec.from_settings(a), env=tuple(sorted(env[a.name].items()))) for a in agents_]
-        kindrender.write_overlay(overlay, self.project, specs)
+        kindrender.write_overlay(overlay, self.project, specs, self.components)
         ctx.manifests = kindrender.load_all(kindrender.kustomize(overlay))
         for doc in ctx.manifests:
             if doc["kind"] == "Namespace":
@@ -231,7 +237,7 @@ class KindBackend(Backend):
             self.kubectl("-n", "kube-system", "set", "env", "daemonset/calico-node", "FELIX_IGNORELOOSERPF=true")
 
     def _load_images(self) -> None:
-        refs = [image_ref(n, self.settings.images.tag) for n in CAGE_IMAGES]
+        refs = [image_ref(n, self.settings.images.tag) for n in self.images]
         run(["kind", "load", "docker-image", "--name", self.cluster, *refs], timeout=1800)
 
     def _namespace_and_secrets(self, ctx: _Run) -> None:
@@ -240,10 +246,18 @@ class KindBackend(Backend):
         existing = self.kubectl("get", "namespace", self.project, "--ignore-not-found", "-o", "name", echo=False)
         ctx.created_namespace = not existing.stdout.strip()
         self.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(namespace))
-        objects = kindrender.cage_objects(self.cage_inputs())
+        objects = kindrender.cage_objects(self.cage_inputs()) + self.extra_objects()
         for obj in objects:
             _replace(self.api, obj)
         ctx.inputs_digest = restart_digest(objects)
+
+    def _world_steps(self) -> list[Step]:
+        """Steps a test world runs once the nodes have the images, before the cage's objects."""
+        return []
+
+    def extra_objects(self) -> list[dict[str, Any]]:
+        """ConfigMaps/Secrets a test world adds to the cage's namespace (through the API)."""
+        return []
 
     def _undo_namespace(self, ctx: _Run) -> None:
         if ctx.created_namespace and not ctx.created_cluster:

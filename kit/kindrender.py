@@ -120,8 +120,11 @@ def _fill_deployment(doc: dict[str, Any], spec: AgentSpec) -> None:
             claim["claimName"] = claim["claimName"].replace("-template", f"-{spec.name}")
 
 
-def overlay_files(target: Path, project: str, agents: Sequence[AgentSpec]) -> dict[str, str]:
-    """The overlay's files (name -> text) for a directory ``target``."""
+def overlay_files(
+    target: Path, project: str, agents: Sequence[AgentSpec], components: Sequence[Path] = ()
+) -> dict[str, str]:
+    """The overlay's files (name -> text) for a directory ``target``; ``components`` are
+    added after the NetworkPolicies (test-only worlds, such as the red team's)."""
     if not agents:
         raise CageError("a cage needs at least one agent")
     names = [a.name for a in agents]
@@ -146,7 +149,7 @@ def overlay_files(target: Path, project: str, agents: Sequence[AgentSpec]) -> di
         ],
         # kustomize refuses absolute paths: point back at the repository relatively.
         "resources": [os.path.relpath(BASE_DIR, target), "agents.yaml"],
-        "components": [os.path.relpath(NETPOL_DIR, target)],
+        "components": [os.path.relpath(NETPOL_DIR, target), *(os.path.relpath(c, target) for c in components)],
     }
     docs = [doc for spec in agents for doc in agent_docs(spec)]
     return {
@@ -155,9 +158,9 @@ def overlay_files(target: Path, project: str, agents: Sequence[AgentSpec]) -> di
     }
 
 
-def write_overlay(target: Path, project: str, agents: Sequence[AgentSpec]) -> None:
+def write_overlay(target: Path, project: str, agents: Sequence[AgentSpec], components: Sequence[Path] = ()) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    for name, text in overlay_files(target, project, agents).items():
+    for name, text in overlay_files(target, project, agents, components).items():
         (target / name).write_text(text)
 
 
