@@ -381,6 +381,8 @@ class Proxy(_Process):
         addon: bool = True,
         policy_text: str | None = None,
         extra_ports: tuple[int, ...] = (),
+        placeholders: dict[str, str] | None = None,
+        credentials: dict[str, str] | None = None,
     ):
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
@@ -396,7 +398,12 @@ class Proxy(_Process):
             extra_scan=extra_scan,
         )
         (directory / "policy.yaml").write_text(policy)
-        (directory / "agents.json").write_text(json.dumps({AGENT: {"token_sha256": hash_token(TOKEN)}}))
+        agent: dict[str, Any] = {"token_sha256": hash_token(TOKEN), "credentials": placeholders or {}}
+        (directory / "agents.json").write_text(json.dumps({AGENT: agent}))
+        values = directory / "credentials"  # the real values (binding name -> value), for injection
+        values.mkdir(exist_ok=True)
+        for name, value in (credentials or {}).items():
+            (values / name).write_text(value + "\n")
         argv = [str(MITMDUMP), "--listen-host", "127.0.0.1", "--listen-port", str(self.port), "--set", "flow_detail=0"]
         argv += ["--set", f"confdir={self.confdir}", "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
         argv += ["--set", "connection_strategy=lazy", "--set", "onboarding=false"]
@@ -407,6 +414,7 @@ class Proxy(_Process):
                 "--set", f"yolo_cage_agents={directory / 'agents.json'}",
                 "--set", f"yolo_cage_scanner={scanner_url}",
                 "--set", f"yolo_cage_audit_log={self.audit_path}",
+                "--set", f"yolo_cage_credentials={values}",
             ]
         super().__init__(argv, directory / "mitmdump.log")
         self.addon = addon

@@ -26,11 +26,13 @@ from pathlib import Path
 import brotli
 import httpx
 import pytest
+import websockets.exceptions
 import websockets.sync.client
 import zstandard
 
 from tests.integration.proxy_live_support import (
     AGENT,
+    LOOPBACK_POLICY,
     TOKEN,
     ControlFrameSink,
     Proxy,
@@ -220,9 +222,12 @@ def test_websocket_client_messages_are_scanned(proxy: Proxy, sink: Sink) -> None
             ws.send(f"here is the token {secret}")
             wait_for(lambda: any(l["kind"] == "websocket" and l["decision"] == "block" and l["reason"] == "secret-detected"
                                  and l["port"] == port for l in proxy.audit()), 5, "websocket block in the audit log")
-            ws.send(f"after {nonce}")  # the channel is closed for the client from now on
-            with pytest.raises(TimeoutError):
-                ws.recv(timeout=1)
+            # The proxy closes the WebSocket: the client gets a close frame, nothing after it goes out.
+            with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+                ws.recv(timeout=5)
+            assert ws.close_code == 1000
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                ws.send(f"after {nonce}")
         time.sleep(0.2)
         [received] = [r for r in sink.snapshot() if r.kind == "websocket"]
         assert received.messages == [f"hello {nonce}".encode()]
@@ -499,3 +504,130 @@ def test_no_secret_ever_reaches_the_audit_log(proxy: Proxy, fault_proxy: Proxy) 
         text = p.audit_path.read_text()
         assert text and not any(secret in text for secret in SECRETS_USED)
         assert TOKEN not in text
+
+
+# --- a host name that carried a finding never reaches the audit log ----------------------------------------------
+
+
+def test_a_connect_target_carrying_a_secret_is_refused_and_redacted(proxy: Proxy, sink: Sink) -> None:
+    secret = github_token()
+    label = secret.lower()  # a host name is case-insensitive: what an exfiltration through DNS sends
+    with pytest.raises(ConnectionError, match="403"):
+        proxy.tunnel(f"{label}.sink.test", sink.https_port)
+    line = next(line for line in reversed(proxy.audit()) if line["kind"] == "connect")
+    assert (line["decision"], line["reason"], line["host"]) == ("block", "secret-detected", "<redacted>")
+    assert label not in proxy.audit_path.read_text()
+    proxy.tunnel("sink.test", sink.https_port).close()  # the control: the same CONNECT without the secret
+    wait_for(lambda: proxy.audit()[-1]["host"] == "sink.test", 5, "the control's audit line")
+
+
+# --- credentials on loopback: the sink as a bound host ------------------------------------------------------------
+
+PLACEHOLDER = "yolo-cage-placeholder-sink-key-" + "5e" * 12
+REAL_KEY = "sk-live-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+BINDING = """credentials:
+  bindings:
+    - name: sink-key
+      source: {env: SINK_KEY}
+      hosts: [sink.test]
+      where: [{header: x-api-key}]
+      exclusive_headers: [Authorization]
+      agent_env: [SINK_KEY]
+"""
+
+
+def aws_file() -> str:
+    key_id = "AKIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+    secret = "".join(secrets.choice(string.ascii_letters + string.digits + "/+") for _ in range(40))
+    SECRETS_USED.append(secret)
+    return f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+
+
+@pytest.fixture(scope="module")
+def bound_proxy(workdir: Path, scanner: ScannerService, sink: Sink, ca: TestCA) -> Iterator[Proxy]:
+    """sink.test is the LLM API here: bound to the key (the agent holds its placeholder), scanned in report mode."""
+    policy = loopback_policy(sink, "  destinations:\n    - {hosts: [sink.test], mode: report}\n") + BINDING
+    p = Proxy(workdir / "bound", scanner.url, sink, ca.ca_file, policy_text=policy,
+              placeholders={"sink-key": PLACEHOLDER}, credentials={"sink-key": REAL_KEY})
+    try:
+        yield p.start()
+    finally:
+        p.stop()
+
+
+def loopback_policy(sink: Sink, extra_scan: str) -> str:
+    return LOOPBACK_POLICY.format(ports=f"{sink.http_port}, {sink.https_port}",
+                                  extra_destinations="  unsafe_allow_private_networks: [127.0.0.0/8]\n",
+                                  deadline_ms=2000, extra_scan=extra_scan)
+
+
+def upload(proxy: Proxy, sink: Sink, host: str, headers: dict[str, str], content: str) -> tuple[httpx.Response, str]:
+    nonce = uuid.uuid4().hex
+    with proxy.client() as client:
+        response = client.post(f"https://{host}:{sink.https_port}/v1/files", content=content.encode(),
+                               headers={"X-Test-Id": nonce, "Content-Type": "text/plain", **headers})
+    return response, nonce
+
+
+@pytest.mark.parametrize(("header", "value"), [("x-api-key", "sk-ant-api03-attackersOwnKey0123456789"),
+                                               ("Authorization", "Bearer sk-ant-oat01-attackersOwnToken0123")])
+def test_an_attackers_own_credential_to_the_bound_host_is_refused(bound_proxy: Proxy, sink: Sink, header: str, value: str) -> None:
+    """llm-api-attacker-key: ~/.aws/credentials to the report-mode API under someone else's credential."""
+    refused, nonce = upload(bound_proxy, sink, "sink.test", {header: value}, aws_file())
+    assert_blocked(refused, "credential-foreign")
+    time.sleep(0.2)
+    assert not sink.saw(nonce) and not sink.saw(value)
+    # The control: the same upload under the agent's placeholder goes (report mode), with the real key.
+    sent, nonce = upload(bound_proxy, sink, "sink.test", {"x-api-key": PLACEHOLDER}, aws_file())
+    assert sent.status_code == 200, sent.text
+    [received] = [r for r in sink.snapshot() if r.header("x-test-id") == nonce]
+    assert received.header("x-api-key") == REAL_KEY and not sink.saw(PLACEHOLDER)
+    assert bound_proxy.audit()[-1]["decision"] == "report"
+
+
+def test_without_its_credential_the_bound_host_is_scanned_in_enforce_mode(bound_proxy: Proxy, sink: Sink) -> None:
+    refused, nonce = upload(bound_proxy, sink, "sink.test", {}, aws_file())
+    body = assert_blocked(refused, "secret-detected")
+    assert audit_line(bound_proxy, body["request_id"])["scan_mode"] == "enforce"
+    time.sleep(0.2)
+    assert not sink.saw(nonce)
+    sent, nonce = upload(bound_proxy, sink, "sink.test", {}, "just notes, nothing secret")  # the control
+    assert sent.status_code == 200 and sink.saw(nonce)
+
+
+def test_the_agents_placeholder_in_a_body_goes_to_the_bound_host_untouched_and_nowhere_else(bound_proxy: Proxy, sink: Sink) -> None:
+    """clean-look-env: the conversation holds the output of `env`; the next API call must still work."""
+    env = f"HOME=/home/dev\nSINK_KEY={PLACEHOLDER}\n"
+    sent, nonce = upload(bound_proxy, sink, "sink.test", {"x-api-key": PLACEHOLDER}, env)
+    assert sent.status_code == 200, sent.text
+    [received] = [r for r in sink.snapshot() if r.header("x-test-id") == nonce]
+    assert received.body == env.encode() and received.header("x-api-key") == REAL_KEY
+    line = bound_proxy.audit()[-1]
+    assert line["placeholders"] == ["sink-key"] and PLACEHOLDER not in bound_proxy.audit_path.read_text()
+    # The same body to a host nothing is bound to (enforce mode): misuse, and the control without it passes.
+    refused, nonce = upload(bound_proxy, sink, "localhost", {}, env)
+    assert_blocked(refused, "credential-misuse")
+    time.sleep(0.2)
+    assert not sink.saw(nonce)
+    sent, nonce = upload(bound_proxy, sink, "localhost", {}, "HOME=/home/dev\n")
+    assert sent.status_code == 200 and sink.saw(nonce)
+    text = bound_proxy.audit_path.read_text()
+    assert not any(value in text for value in (REAL_KEY, PLACEHOLDER, *SECRETS_USED))
+
+
+def test_healthchecks_take_one_audit_line_and_the_rest_is_counted(workdir: Path, scanner: ScannerService, sink: Sink, ca: TestCA) -> None:
+    p = Proxy(workdir / "healthz", scanner.url, sink, ca.ca_file).start()  # its readiness check asks /healthz too
+    try:
+        with httpx.Client(proxy=f"http://127.0.0.1:{p.port}", timeout=5, trust_env=False) as client:
+            for _ in range(5):
+                assert client.get("http://yolo-cage.internal/healthz").status_code == 200
+            assert client.get("http://yolo-cage.internal/other").status_code == 404  # not a healthcheck
+        with p.client() as client:
+            assert client.get(f"http://sink.test:{sink.http_port}/after").status_code == 200  # the control: every request
+        lines = [line for line in p.audit() if line["host"] == "yolo-cage.internal"]
+        assert [(line["path"], line.get("repeats")) for line in lines] == [("/healthz", 1), ("/other", None)]
+        assert p.audit()[-1]["path"] == "/after"
+    finally:
+        p.stop()
+    owed = [line for line in p.audit() if line["path"] == "/healthz"][1:]
+    assert len(owed) == 1 and owed[0]["repeats"] >= 5  # written at shutdown: the five and any readiness checks after the first
