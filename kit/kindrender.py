@@ -191,13 +191,17 @@ SCENARIOS: Mapping[str, tuple[str, tuple[AgentSpec, ...]]] = {
 
 def scenario_files(name: str) -> dict[str, str]:
     """Every file of one scenario, the rendered manifests included."""
+    project, agents = SCENARIOS[name]
+    return rendered_files(SCENARIO_DIR / name, project, agents)
+
+
+def rendered_files(target: Path, project: str, agents: Sequence[AgentSpec], components: Sequence[Path] = ()) -> dict[str, str]:
+    """The overlay's files for ``target`` plus ``rendered.yaml`` (needs kubectl; writes nothing there)."""
     import tempfile
 
-    project, agents = SCENARIOS[name]
-    target = SCENARIO_DIR / name
-    files = overlay_files(target, project, agents)
+    files = overlay_files(target, project, agents, components)
     # Render from a scratch copy at the same depth, so relative paths resolve.
-    with tempfile.TemporaryDirectory(dir=SCENARIO_DIR) as scratch:
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         for fname, text in files.items():
             (Path(scratch) / fname).write_text(text)
         files[RENDERED] = _GENERATED + kustomize(Path(scratch))
