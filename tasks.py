@@ -209,9 +209,9 @@ def policy_check(c, path, production=False):
 @task(
     help={
         "compose": "attack a Compose cage (the default)",
-        "kind": "attack a kind cage (not available yet: says why)",
+        "kind": "attack a kind cage (its own cluster <cluster_name>-redteam, with the attacker's world in it)",
         "keep": "leave the red-team cage running afterwards (the next run reuses it)",
-        "down": "only remove a red-team cage left by --keep",
+        "down": "only remove a red-team cage left by --keep (with --kind: the red team's kind cluster)",
         "agent": "the agent to attack from (default: the first)",
         "only": "comma-separated technique ids or id prefixes, e.g. 'net-,content-query'",
         "allow_offhost": "also send attacks that, if not stopped, would leave this machine",
@@ -223,7 +223,7 @@ def redteam(c, compose=False, kind=False, keep=False, down=False, agent="", only
     from kit.redteam import cli
 
     if down:
-        _guard(cli.down)
+        _guard(lambda: cli.down(kind=kind))
         return
     code = _guard(lambda: cli.run(compose=compose, kind=kind, keep=keep, agent=agent, only=only, allow_offhost=allow_offhost,
                                   claude=claude))

@@ -1,10 +1,12 @@
 """`invoke redteam`: the catalog against a red-team cage, the scorecard, the reports.
 
-A red-team cage is a Compose cage with the attacker's world around it
-(:mod:`kit.redteam.testcage`), project ``<settings project>-redteam``. If one is
-running it is used as is; otherwise one is started and, unless ``keep``,
-removed afterwards. The user's own cage is never attacked in place: it has no
-sink, and its proxy resolves names with the host's real resolver.
+A red-team cage is a cage with the attacker's world around it: on Compose
+(:mod:`kit.redteam.testcage`) project ``<settings project>-redteam``; on kind
+(:mod:`kit.redteam.kind_cage`) its own cluster ``<cluster_name>-redteam``. If
+one is running it is used (on kind its idempotent bring-up runs again first);
+otherwise one is started and, unless ``keep``, removed afterwards. The user's
+own cage is never attacked in place: it has no sink, and its proxy resolves
+names with a real resolver.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent:
 
     if compose and kind:
         raise CageError("choose one backend: --compose or --kind, not both")
+    catalog_ids, claude_ids = claude_cli.split_ids([i.strip() for i in only.split(",") if i.strip()])
     if kind:
-        raise CageError(
-            "the red team's kind world (an attacker sink and resolver inside the cluster) is not built yet: "
-            "run `invoke redteam --compose`; on kind the live NetworkPolicy tests (tests/kind, marker kind) run instead")
+        if claude or claude_ids:
+            raise CageError("the Claude Code scenarios (--claude, claude-* ids) run on the Compose backend only "
+                            "(their model stand-in is part of the Compose attacker world)")
+        return _run_kind(keep=keep, agent=agent, only=",".join(catalog_ids), allow_offhost=allow_offhost, reports=reports)
     settings = settings_mod.load()
     project = redteam_project(settings)
     cage = testcage.find(project)
@@ -49,7 +53,6 @@ def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent:
         cage = testcage.start(project)
     else:
         console.info(f"using the running red-team cage (project {project})")
-    catalog_ids, claude_ids = claude_cli.split_ids([i.strip() for i in only.split(",") if i.strip()])
     try:
         code = 0
         if catalog_ids or not claude_ids:
@@ -65,10 +68,36 @@ def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent:
             console.info(f"kept: project {project} (remove it with `uv run invoke redteam --down`)")
 
 
-def down() -> None:
+def _run_kind(*, keep: bool, agent: str, only: str, allow_offhost: bool, reports: Path) -> int:
+    from kit import settings as settings_mod
+    from kit.redteam import kind_cage
+
+    backend = kind_cage.backend_for(settings_mod.load())
+    started = not backend.cluster_exists()
+    verb = "starting" if started else "reusing (and bringing up to date)"
+    console.info(f"{verb} the red team's kind cage (cluster {backend.cluster}, project {backend.project}); "
+                 "`--keep` leaves a new one running")
+    try:
+        backend.up()
+        return _score(backend.world(allow_offhost=allow_offhost), agent, only, reports)
+    finally:
+        if started and not keep:
+            kind_cage.remove(backend)
+        else:
+            console.info(f"kept: kind cluster {backend.cluster} (remove it with `uv run invoke redteam --kind --down`)")
+
+
+def down(*, kind: bool = False) -> None:
     from kit import settings as settings_mod
     from kit.redteam import claude_cli
 
+    if kind:
+        from kit.redteam import kind_cage
+
+        backend = kind_cage.backend_for(settings_mod.load(), build=False)
+        if not kind_cage.remove(backend):
+            console.info(f"no red-team kind cluster {backend.cluster} exists")
+        return
     project = redteam_project(settings_mod.load())
     cage = testcage.find(project)
     if cage is None:
@@ -82,7 +111,11 @@ def down() -> None:
 def _attack(cage: testcage.TestCage, agent: str, only: str, allow_offhost: bool, reports: Path) -> int:
     from kit.redteam.compose_world import ComposeWorld
 
-    world = ComposeWorld(cage.backend, client=cage.client, allow_offhost=allow_offhost)
+    return _score(ComposeWorld(cage.backend, client=cage.client, allow_offhost=allow_offhost), agent, only, reports)
+
+
+def _score(world, agent: str, only: str, reports: Path) -> int:
+    """Run the catalog in ``world``, print the scorecard, write the reports; the exit code."""
     ids = [i.strip() for i in only.split(",") if i.strip()]
     report = runner.run(world, runner.Options(agent=agent or None, ids=ids), progress=console.info)
     sys.stdout.write(scorecard.text(report))

@@ -128,11 +128,9 @@ class ComposeWorld(World):
         bridge = self._gateway("bridge") if self._has_network("bridge") else None
         if bridge:
             out.append(bridge)
-        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: a UDP connect picks a route, sends nothing
-            own = probe.getsockname()[0]
-            if not ipaddress.ip_address(own).is_loopback and own not in out:
-                out.append(own)
+        own = own_address()
+        if own and own not in out:
+            out.append(own)
         return out
 
     def _has_network(self, name: str) -> bool:
@@ -193,6 +191,15 @@ class ComposeWorld(World):
                 return
             time.sleep(0.5)
         raise BackendError(f"{container.name} did not become healthy again within {timeout:.0f}s after the fault")
+
+
+def own_address() -> str | None:
+    """This machine's primary IPv4 address (no packet is sent to learn it), or None."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("198.51.100.1", 9))  # TEST-NET-2: a UDP connect picks a route, sends nothing
+        own = probe.getsockname()[0]
+        return None if ipaddress.ip_address(own).is_loopback else own
+    return None
 
 
 def read_file(container, path: str) -> bytes:

@@ -23,10 +23,9 @@ from kit.errors import CageError
 from kit.redteam import canaries as canaries_mod
 from kit.redteam import capture, classify, leaksearch, shipping
 from kit.redteam.catalog import CATALOG, Technique, is_direct
-from kit.redteam.hostlistener import HostListener
 from kit.redteam.scorecard import Finding, Report
 from kit.redteam.targets import Targets, fill, placeholders
-from kit.redteam.world import World
+from kit.redteam.world import AGENT, WITNESS, World
 
 # How the sink's answers are recognised (images/sink: every HTTP answer is
 # JSON {"sink": "ok", "seq": N}).
@@ -34,6 +33,8 @@ SINK_SIGNATURE = {"body": '"sink": "ok"'}
 RUN_DIR = "/tmp/yolo-cage-redteam-{run_id}"
 BATCH_MARGIN = 90.0  # seconds on top of the slowest probe's own timeout
 OTHER_AGENT_PORT = 7777
+# A row keeps its catalog position in its markers when a backend adapts it (World.adapt).
+_INDEX = {t.id: i for i, t in enumerate(CATALOG)}
 
 
 @dataclass
@@ -55,27 +56,41 @@ class Options:
     techniques: Sequence[Technique] | None = None  # default: the whole catalog (filtered by ids/channels)
 
 
-def plan(rows: Sequence[Technique], targets: Targets, run_id: str, faults: Sequence[str]) -> list[Planned]:
-    """Fill each row's targets and give every probe its marker; skip what cannot run here."""
+def plan(rows: Sequence[Technique], targets: Targets, run_id: str, faults: Sequence[str], *,
+         adapt: Callable[[Technique], Technique | str] | None = None, places: Sequence[str] = (AGENT,)) -> list[Planned]:
+    """Fill each row's targets and give every probe its marker; skip what cannot run here.
+
+    ``adapt`` gives a backend's form of a row (or the reason it has no meaning
+    there: the row is reported as skipped with it, never dropped); ``places``
+    are where this backend can run probes (``probe["where"]``, default the agent).
+    """
     values = targets.values()
     out = []
-    for technique in rows:
-        index = CATALOG.index(technique) if technique in CATALOG else len(CATALOG) + rows.index(technique)
+    for original in rows:
+        index = _INDEX.get(original.id, len(CATALOG) + rows.index(original))
+        technique = adapt(original) if adapt else original
+        if isinstance(technique, str):
+            out.append(Planned(index, original, skip=f"not applicable on this backend: {technique}"))
+            continue
         planned = Planned(index, technique)
-        planned.attacks = _fill(technique.attack, values, run_id, index, "a", planned.notes, targets.local_addresses)
-        planned.controls = _fill(technique.control, values, run_id, index, "c", planned.notes, targets.local_addresses)
+        for side, probes in (("a", technique.attack), ("c", technique.control)):
+            filled = _fill(probes, values, run_id, index, side, planned.notes, targets.local_addresses, places)
+            setattr(planned, "attacks" if side == "a" else "controls", filled)
         planned.skip = _skip_reason(technique, planned, targets, faults)
         out.append(planned)
     return out
 
 
 def _fill(probes: Sequence[dict], values: Mapping[str, str | None], run_id: str, index: int, side: str,
-          notes: list[str], local: frozenset[str] = frozenset()):
+          notes: list[str], local: frozenset[str] = frozenset(), places: Sequence[str] = (AGENT,)):
     filled = []
     for k, probe in enumerate(probes):
         missing = sorted(n for n in placeholders(probe) if values.get(n) is None)
         if missing:
             notes.append(f"probe {side}{k} not run: no {', '.join(missing)} in this cage")
+            continue
+        if probe.get("where", AGENT) not in places:
+            notes.append(f"probe {side}{k} not run: this backend has no {probe['where']} to run it in")
             continue
         if probe.get("local_only") and probe["local_only"] not in local:
             notes.append(f"probe {side}{k} not sent: {probe['local_only']} is not an address of this machine, "
@@ -127,9 +142,10 @@ class Session:
         started = time.monotonic()
         agent = self.options.agent or self._first_agent()
         with contextlib.ExitStack() as stack:
-            host = stack.enter_context(HostListener()) if self.world.host_listener_ok() else None
+            host = stack.enter_context(self.world.host_listener())
             targets = self.world.targets(agent, host.port if host else None)
-            planned = plan(self.rows(), targets, self.run_id, self.world.faults())
+            planned = plan(self.rows(), targets, self.run_id, self.world.faults(), adapt=self.world.adapt,
+                           places=self.world.places())
             self.progress(f"run {self.run_id}: {len(planned)} techniques against agent {agent} "
                           f"({sum(1 for p in planned if p.skip) } skipped)")
             self._plant(agent)
@@ -160,14 +176,23 @@ class Session:
     # --- exec in agents ------------------------------------------------------------------
 
     def _exec(self, agent: str, probes: list[dict], sources: Mapping | None = None) -> list[dict]:
-        spec = {"run_dir": self.run_dir, "sources": sources if sources is not None else self._sources(),
+        env = self.canaries.env()
+        run = lambda argv, stdin, budget: self.backend.exec(agent, argv, env=env, stdin=stdin, timeout=budget)  # noqa: E731
+        return self._batch(run, agent, probes, sources if sources is not None else self._sources())
+
+    def _exec_witness(self, probes: list[dict]) -> list[dict]:
+        """Controls in the world's witness: no canary is planted or named there."""
+        return self._batch(self.world.witness_exec, "the witness", probes, {})
+
+    def _batch(self, run: Callable, where: str, probes: list[dict], sources: Mapping) -> list[dict]:
+        spec = {"run_dir": self.run_dir, "sources": sources,
                 "signature": SINK_SIGNATURE, "probes": [_wire(p) for p in probes], "workers": self.options.workers}
         argv, stdin = shipping.command(spec)
         budget = max((float(p.get("timeout", 8)) + float(p.get("delay", 0)) for p in probes), default=8) + BATCH_MARGIN
         try:
-            result = self.backend.exec(agent, argv, env=self.canaries.env(), stdin=stdin, timeout=budget)
+            result = run(argv, stdin, budget)
         except CageError as exc:
-            return [_broken(p, f"exec in {agent} failed: {exc}") for p in probes]
+            return [_broken(p, f"exec in {where} failed: {exc}") for p in probes]
         got = {r["marker"]: r for r in shipping.parse_output(result.stdout)}
         tail = result.stderr.decode("utf-8", "replace")[-400:]
         out = []
@@ -201,8 +226,14 @@ class Session:
         """
         runnable = [p for p in planned if not p.skip and not p.technique.fault]
         controls = [c for p in planned if not p.skip for c in p.controls]
+        witnessed = [c for c in controls if c.get("where") == WITNESS]
+        controls = [c for c in controls if c.get("where", AGENT) == AGENT]
         attacks = [a for p in runnable if not p.technique.stateful for a in p.attacks]
         stateful = [a for p in runnable if p.technique.stateful for a in p.attacks]
+        if witnessed:
+            self.progress(f"controls in the witness: {len(witnessed)} probes")
+            for record in self._exec_witness(witnessed):
+                self.results[record["marker"]] = record
         for name, probes in (("controls", controls), ("attacks", attacks), ("attacks that leave state", stateful)):
             if not probes:
                 continue
@@ -283,7 +314,7 @@ class Session:
 
 
 def _wire(probe: dict) -> dict:
-    return {k: v for k, v in probe.items() if not k.startswith("_") and k != "local_only"}
+    return {k: v for k, v in probe.items() if not k.startswith("_") and k not in ("local_only", "where")}
 
 
 def _broken(probe: dict, detail: str) -> dict:

@@ -43,6 +43,9 @@ class Targets:
     # in a test world: an agent's probe may be aimed at them directly.
     local_addresses: frozenset[str] = frozenset()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Backend-specific names (kind: the sink pod's own address, the API server's and
+    # kube-dns's Service addresses) for rows a backend adapts (World.adapt).
+    extra: tuple[tuple[str, str], ...] = ()
 
     def values(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {
@@ -62,6 +65,7 @@ class Targets:
             "host_port": str(self.host_port) if self.host_port else None,
             "domain": self.attacker_domain,
         }
+        out.update(dict(self.extra))
         out.update(ip_forms("sink_ip", self.sink_ip))
         if self.gateway_ip:
             out["gateway_dashed"] = self.gateway_ip.replace(".", "-")

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from kit.backend import Backend
+from kit.backend import Backend, ExecResult
+from kit.redteam.catalog import Technique
+from kit.redteam.hostlistener import HostListener
 from kit.redteam.targets import Targets
+
+AGENT, WITNESS = "agent", "witness"
 
 
 class World(abc.ABC):
@@ -47,3 +51,20 @@ class World(abc.ABC):
     def host_listener_ok(self) -> bool:
         """Whether a listener on this process's machine is the cage's host (Compose: yes)."""
         return False
+
+    def host_listener(self) -> contextlib.AbstractContextManager:
+        """The red team's stand-in for the cage's host while a run lasts: an object with
+        ``port`` and ``connections`` (see :class:`HostListener`), or None where there is none."""
+        return HostListener() if self.host_listener_ok() else contextlib.nullcontext(None)
+
+    def adapt(self, technique: Technique) -> Technique | str:
+        """This backend's form of a catalog row (same id), or why the row has no meaning here."""
+        return technique
+
+    def places(self) -> tuple[str, ...]:
+        """Where probes can run: the attacking agent, and on some backends a witness, a pod
+        no cage policy governs, for the controls no agent path can carry (``probe["where"]``)."""
+        return (AGENT,)
+
+    def witness_exec(self, argv: Sequence[str], stdin: bytes, timeout: float) -> ExecResult:
+        raise NotImplementedError("this backend has no witness")

@@ -14,6 +14,7 @@ import random
 import socket
 import struct
 import threading
+import time
 
 from kit.redteam.inside import outcomes as o
 
@@ -97,6 +98,9 @@ def icmp(host: str, payload: bytes, timeout: float):
         if six and exc.errno == errno.EAFNOSUPPORT:
             return o.UNREACHABLE, f"no IPv6 in this kernel: {exc}", {}
         return o.ERROR, f"cannot open an ICMP socket (ping_group_range?): {exc}", {}
+    # A group address (ff02::1) loops the echo back to the sender itself: its own
+    # reply is no neighbour answering.
+    ignore = _own_addresses() if ipaddress.ip_address(host.split("%")[0]).is_multicast else frozenset()
     with sock:
         sock.settimeout(timeout)
         packet = struct.pack("!BBHHH", kind, 0, 0, 0, 1) + payload
@@ -104,11 +108,33 @@ def icmp(host: str, payload: bytes, timeout: float):
             # getaddrinfo gives the full socket address (an IPv6 scope such as %eth0 included).
             destination = socket.getaddrinfo(host, 0, family, socket.SOCK_DGRAM)[0][4]
             sock.sendto(packet, destination)
-            reply, peer = sock.recvfrom(65535)
+            reply, peer = _reply_from_another(sock, ignore, timeout)
         except OSError as exc:
             outcome, detail = o.from_exception(exc)
             return outcome, detail, {}
     return o.DELIVERED, f"echo reply from {peer[0]}", {"bytes": len(reply)}
+
+
+def _reply_from_another(sock: socket.socket, ignore: frozenset[str], timeout: float):
+    """The first reply whose sender is not one of ``ignore``; socket.timeout when none comes in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        reply, peer = sock.recvfrom(65535)
+        if peer[0].split("%")[0] not in ignore:
+            return reply, peer
+
+
+def _own_addresses() -> frozenset[str]:
+    """This network namespace's IPv6 addresses (/proc/net/if_inet6), loopback included."""
+    out = {"::1"}
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as handle:
+            for line in handle:
+                out.add(str(ipaddress.IPv6Address(bytes.fromhex(line.split()[0]))))
+    except OSError:
+        pass
+    return frozenset(out)
 
 
 def dns_query(qname: str, qtype: str) -> tuple[int, bytes]:
