@@ -84,8 +84,9 @@ class KindWorld(World):
     def pod(self, namespace: str, selector: str, what: str) -> dict[str, Any]:
         found = self.pods(namespace, selector)
         if not found:
-            hint = " (the red team's attacker world: `uv run invoke redteam --kind` starts it)" if namespace == ATTACKER_NS else ""
-            raise BackendError(f"no running pod for {what} ({selector}) in namespace {namespace} of cluster {self.cluster}{hint}")
+            hint = " (the red team's attacker world: `uv run invoke redteam --kind` starts it)"
+            raise BackendError(f"no running pod for {what} ({selector}) in namespace {namespace} of cluster "
+                               f"{self.cluster}" + (hint if namespace == ATTACKER_NS else ""))
         return found[0]
 
     def _role(self, role: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Every "blocked" row has an "allowed" control to the same destination and
 port from a pod whose policy allows it (or from an unrestricted pod), so a
-broken destination cannot pass as a block. The red-team catalog adds the
-full set of attacks later.
+broken destination cannot pass as a block. The whole red-team catalog runs on
+kind in tests/redteam/test_redteam_kind.py (a cluster of its own).
 """
 
 from __future__ import annotations
