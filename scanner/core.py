@@ -102,7 +102,7 @@ class Scanner:
         t0 = time.perf_counter()
         engine = self.engine
         built = build(req, BodyLimits(self.cfg.max_decoded_bytes, self.cfg.max_ratio), self.cfg.max_body_bytes)
-        scan = engine.scan_view(built.view, built.keyed, agent=req.agent, alt=built.alt, raws=built.raws)
+        scan = engine.scan_view(built.view, built.keyed, agent=req.agent, alt=built.alt, raws=built.raws, bare_values=built.bare)
         issues = tuple(built.issues) + tuple(scan.issues)
         return _result(scan.findings.values(), issues, len(built.view.data) + sum(len(r.data) for r in built.raws), t0,
                        scan.dropped)

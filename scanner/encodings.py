@@ -71,7 +71,10 @@ def base64_forms(literal: bytes, min_chars: int = 4) -> list[Form]:
 
 
 def base32_forms(literal: bytes, min_chars: int = 5) -> list[Form]:
-    return _group_forms(literal, 5, 5, base64.b32encode, B32, min_chars)
+    """RFC 4648 upper case, and lower case: DNS tunnelling tools (and DNS itself, which folds
+    case) carry base32 in lower case; the decoder folds case back (scanner/decoders.py)."""
+    upper = _group_forms(literal, 5, 5, base64.b32encode, B32, min_chars)
+    return upper + [Form(f.text.lower(), B32, f.phase) for f in upper if f.text.lower() != f.text]
 
 
 def hex_forms(literal: bytes) -> list[Form]:

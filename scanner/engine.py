@@ -19,22 +19,20 @@ only around hits is a local view of decoded values built and scanned as above
 
 from __future__ import annotations
 
-import threading
-import time
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from scanner import decoders, jsontriggers
+from scanner import bare, decoders, jsontriggers
 from scanner.encodings import B32, B64, B64URL, HEX, REVERSED
 from scanner.findings import FINGERPRINT as SRC_FINGERPRINT
 from scanner.findings import HEURISTIC, PATTERN
 from scanner.findings import Finding, Fingerprinter, ScanIssue, preview
 from scanner.matcher import ANCHOR, ESCAPE, FINGERPRINT, PERCENT, PREFIX, RAW, RULE, TRIGGER, Entry, Matcher
-from scanner.rawjson import SEPARATOR, WINDOW, Local, RawJson, Window, decoded_view, enumish, local_views
+from scanner.rawjson import SEPARATOR, WINDOW, Local, Piece, RawJson, Window, decoded_view, enumish, escaped, local_views
 from scanner.rules import GENERIC_KEYWORD_RULE, Rule
 from scanner.segments import View
+from scanner.splits import AgentMemory, Dangling, Shapes, partial_run
 from scanner.verify import is_secret, is_secret_key_name, is_secret_key_name_cached, keyword_value_ok
 
 RADIUS = 1536  # bytes decoded on each side of a hit
@@ -48,7 +46,7 @@ _TOKEN_CHARS = bytes(
 )
 _TOKEN_TABLE = bytes(1 if c else 0 for c in _TOKEN_CHARS)
 Origin = tuple[int, int, int]  # decoded window's (start, end) in the top-level buffer, and the hit there
-Head = tuple[bytes, Callable[[], str]]  # the first bytes of a field, and its location
+Head = tuple[bytes, Callable[[], str], bool]  # the first bytes of a field, its location, the whole field?
 _GROUP = {B64: 4, B64URL: 4, B32: 8}
 _TRIGGER_LEN = {PERCENT: 3, ESCAPE: 4}  # shortest trigger (\xXX); \u00XX hits are 6 long
 
@@ -59,6 +57,7 @@ class Limits:
     budget_factor: int = 4  # decoded bytes allowed per scanned byte...
     budget_floor: int = 1 << 20  # ...plus this
     max_hits: int = 20_000  # candidate hits handled per request; beyond that the verdict is `invalid`
+    max_checks: int = 4096  # bare-value and partial-token candidates judged (entropy...) per request; same
 
 
 @dataclass
@@ -74,42 +73,16 @@ class Scan:
     dropped: int = 0  # findings past the caps
     spans: list[tuple[int, int]] = field(default_factory=list)  # top-level spans of findings
     issues: list[ScanIssue] = field(default_factory=list)
-    dangling: list[tuple[Rule, bytes]] = field(default_factory=list)
+    dangling: list[Dangling] = field(default_factory=list)  # token prefixes at the end of their field
+    carry: list[Dangling] = field(default_factory=list)  # joins that may go on in the next request
     decoded_bytes: int = 0
     hits_left: int = 0
+    checks_left: int = 0
     alt_pending: bool = False  # a view without enum-like values follows (scanner/request.py)
 
     def issue(self, code: str, detail: str) -> None:
         if not any(i.code == code for i in self.issues):
             self.issues.append(ScanIssue(code, detail))
-
-
-class AgentMemory:
-    """Per agent: dangling token prefixes of its last requests (split over requests)."""
-
-    def __init__(self, keep: int = 4, ttl_s: float = 600.0) -> None:
-        self._keep, self._ttl = keep, ttl_s
-        self._lock = threading.Lock()
-        self._data: dict[str, deque[tuple[float, Rule, bytes]]] = {}
-
-    def recall(self, agent: str | None) -> list[tuple[Rule, bytes]]:
-        if not agent:
-            return []
-        now = time.monotonic()
-        with self._lock:
-            items = self._data.get(agent, ())
-            return [(r, d) for t, r, d in items if now - t < self._ttl]
-
-    def remember(self, agent: str | None, dangling: Iterable[tuple[Rule, bytes]]) -> None:
-        if not agent:
-            return
-        now = time.monotonic()
-        with self._lock:
-            q = self._data.setdefault(agent, deque(maxlen=self._keep))
-            for rule, d in dangling:
-                q.append((now, rule, d))
-            if len(self._data) > 10_000:  # bounded: drop the oldest agent
-                self._data.pop(next(iter(self._data)))
 
 
 class Engine:
@@ -118,24 +91,28 @@ class Engine:
         self.fp = fingerprinter
         self.limits = limits or Limits()
         self.memory = AgentMemory()
+        self.shapes = Shapes(matcher.extract_from)
 
     # -- entry points ---------------------------------------------------------------
 
     def scan_view(self, view: View, keyed: Iterable[tuple[str, str]] = (), agent: str | None = None,
-                  alt: View | None = None, raws: Iterable[RawJson] = ()) -> Scan:
+                  alt: View | None = None, raws: Iterable[RawJson] = (), bare_values: Iterable[tuple[bytes, str]] = ()) -> Scan:
         raws = list(raws)
         size = len(view.data) + len(alt.data if alt else b"") + sum(len(r.data) for r in raws)
         scan = Scan(view, self.limits.budget_floor + self.limits.budget_factor * size, top=view, raws=raws)
         scan.hits_left = self.limits.max_hits
+        scan.checks_left = self.limits.max_checks
         self._scan_local(scan, view, alt or View())
         for value, location in keyed:
             self._keyed(scan, value, location)
+        for secret, location in bare_values:
+            self._bare(scan, secret, location)
         for raw in raws:
             self.scan_raw(scan, raw)
         remembered = self.memory.recall(agent)
         if scan.dangling or remembered:
             self._probe_splits(scan, scan.dangling, remembered)
-        self.memory.remember(agent, scan.dangling)
+        self.memory.remember(agent, scan.dangling + scan.carry)
         return scan
 
     def _scan_local(self, scan: Scan, view: View, alt: View) -> None:
@@ -157,13 +134,19 @@ class Engine:
         if scan.hits_left <= 0:
             return
         hits = self.matcher.scan(raw.data, scan.hits_left)
-        if any(self.matcher.entries[eid].family == jsontriggers.SLASH for eid, _ in hits):
+        entries = self.matcher.entries
+        if any(entries[eid].family == jsontriggers.SLASH for eid, _ in hits):
             self._scan_decoded(scan, raw)
             return
         scan.hits_left -= len(hits)
         if scan.hits_left <= 0:
             scan.issue("too-many-candidates", f"more than {self.limits.max_hits} candidate matches")
-        locals_ = [raw.pieces(win) for win in self._raw_windows(raw, hits)]
+        bare_ends = [end for eid, end in hits if entries[eid].family == jsontriggers.BARE]
+        if bare_ends:
+            hits = [h for h in hits if entries[h[0]].family != jsontriggers.BARE]
+            for end in bare_ends:
+                self._raw_bare(scan, raw, end - 1)
+        locals_ = [raw.pieces(win) for win in self._raw_windows(scan, raw, hits)]
         if locals_:
             view, alt = local_views(raw, locals_)
             self._scan_local(scan, view, alt if any(p is not SEPARATOR for p in alt.parts) else View())
@@ -173,15 +156,31 @@ class Engine:
     def _scan_decoded(self, scan: Scan, raw: RawJson) -> None:
         """`\\/` (PHP's default) hides the `/` of base64 alphabets from the raw pass and is too
         common in such bodies to trigger on: the whole body is decoded and scanned instead."""
-        view, alt, keyed = decoded_view(raw, is_secret_key_name)
+        view, alt, keyed, bare_values = decoded_view(raw, is_secret_key_name)
         self._scan_local(scan, view, alt)
         saved, scan.view = scan.view, view
         for value, location in keyed:
             self._keyed(scan, value, location)
         scan.view = saved
+        for secret, location in bare_values:
+            self._bare(scan, secret, location)
 
-    def _raw_windows(self, raw: RawJson, hits: list[tuple[int, int]]) -> list[Window]:
-        """Merged windows (body order) around the hits that the decoded view could judge otherwise."""
+    def _raw_bare(self, scan: Scan, raw: RawJson, close: int) -> None:
+        """A whole JSON string of the base64 alphabet (its closing quote at `close`), judged in place."""
+        data = raw.data
+        opening = data.rfind(b'"', max(0, close - bare.MAX_LEN - 1), close)
+        if opening < 0 or escaped(data, opening) or raw.is_key(close):
+            return
+        name = raw.key_before(opening)
+        if name is None or bare.exempt_name(name) or is_secret_key_name_cached(name):
+            return
+        value = data[opening + 1 : close]
+        if bare.shape_ok(value):
+            self._bare(scan, value, raw.location(Piece(opening + 1, close, opening, True)))
+
+    def _raw_windows(self, scan: Scan, raw: RawJson, hits: list[tuple[int, int]]) -> list[Window]:
+        """Merged windows (body order) around the hits that the decoded view could judge otherwise
+        (a token prefix that stops inside its string is judged in place: a partial token or nothing)."""
         entries = self.matcher.entries
         spots: list[tuple[int, Entry]] = []  # (a byte of the hit, its entry)
         rule_ends: dict[int, list[int]] = {}
@@ -190,6 +189,7 @@ class Engine:
             if entry.kind is RULE:
                 rule_ends.setdefault(eid, []).append(end)
             elif entry.kind is PREFIX and _quiet_prefix(raw.data, entry, end):
+                self._raw_partial(scan, raw, entry, end)
                 continue
             elif entry.joins is None or raw.joined(end, entry.joins):
                 spots.append((end + _shift(entry), entry))
@@ -205,6 +205,20 @@ class Engine:
             else:
                 windows.append(Window(lo, hi))
         return windows
+
+    def _raw_partial(self, scan: Scan, raw: RawJson, entry: Entry, end: int) -> None:
+        rule, form = entry.rule, entry.form
+        assert rule is not None and form is not None
+        start = end - len(form.text)
+        run = partial_run(raw.data, start, len(form.text), start + rule.max_len)
+        if self.shapes.maybe_partial(rule, run) and self._check(scan) and self.shapes.partial(rule, run):
+            piece = Piece(start, start, -1, False)
+            piece.open = raw.opening_quote(piece)
+            self._partial(scan, rule, run, raw.location(piece), (0, 0))
+
+    def _partial(self, scan: Scan, rule: Rule, run: bytes, location: str, span: tuple[int, int]) -> None:
+        self._add(scan, Finding(rule.id, rule.source, location, ("partial",), preview(run, _prefix_of(rule, run)),
+                                self.fp(run)), span)
 
     def _quiet_rule(self, data: bytes, entry: Entry, end: int) -> bool:
         """A match with no quote or escape near it, not a secret: the decoded view has the same match."""
@@ -345,6 +359,18 @@ class Engine:
         rule = GENERIC_KEYWORD_RULE
         self._add(scan, Finding(rule.id, rule.source, location, (), preview(secret), self.fp(secret)), (0, 0))
 
+    def _bare(self, scan: Scan, secret: bytes, location: str) -> None:
+        if self._check(scan) and bare.is_bare_secret(secret):
+            self._add(scan, Finding(bare.RULE, HEURISTIC, location, (), preview(secret), self.fp(secret)), (0, 0))
+
+    def _check(self, scan: Scan) -> bool:
+        """One more heuristic candidate judged. Each costs tens of microseconds (detect-secrets' entropy,
+        RE2 shape tests): a body made of candidates would cost seconds, so past the cap it is `invalid`."""
+        scan.checks_left -= 1
+        if scan.checks_left < 0:
+            scan.issue("too-many-candidates", f"more than {self.limits.max_checks} bare-value or partial-token candidates")
+        return scan.checks_left >= 0
+
     def _fingerprint_hit(self, scan: Scan, data: bytes, end: int, entry: Entry, chain: tuple[str, ...],
                          origin: Origin | None) -> None:
         assert entry.form is not None
@@ -413,58 +439,72 @@ class Engine:
 
     def _dangling(self, scan: Scan, data: bytes, prefixes: list[tuple[int, Entry]],
                   covered: dict[str, list[tuple[int, int]]]) -> None:
+        """Token prefixes: one not inside a match and cut short is a finding (partial); one that runs
+        to the end of its field, matched or not, may be the first piece of a split whose rest comes
+        later (scanner/splits.py)."""
         seen = set()
         for end, entry in prefixes:
             rule, form = entry.rule, entry.form
             assert rule is not None and form is not None
             start = end - len(form.text)
-            if any(s <= start < e for s, e in covered.get(rule.id, ())):
-                continue
+            whole = any(s <= start < e for s, e in covered.get(rule.id, ()))  # a match already: found
             _, seg_end = scan.view.bounds(start)
+            run = partial_run(data, start, len(form.text), min(seg_end, start + rule.max_len))
+            if not whole and self.shapes.maybe_partial(rule, run) and self._check(scan) and self.shapes.partial(rule, run):
+                self._partial(scan, rule, run, self._location(scan, start, None), (start, start + len(run)))
             tail = data[start:seg_end]
             if len(tail) >= rule.max_len or tail.translate(_TOKEN_TABLE).count(b"\x00"):
                 continue  # not at the end of its field, or not token characters
-            if (rule.id, tail) not in seen and len(scan.dangling) < 8:
+            if (rule.id, tail) not in seen and len(scan.dangling) < 8 and self.shapes.worth_keeping(rule, tail):
                 seen.add((rule.id, tail))
-                scan.dangling.append((rule, tail))
+                scan.dangling.append(Dangling(rule, tail))
 
-    def _probe_splits(self, scan: Scan, current: list[tuple[Rule, bytes]], remembered: list[tuple[Rule, bytes]]) -> None:
-        """Join each dangling prefix with the head of every field, in one matcher pass."""
+    def _probe_splits(self, scan: Scan, current: list[Dangling], remembered: list[Dangling]) -> None:
+        """Join each dangling prefix with the head of every field, in one matcher pass; keep the joins
+        that are one real token (scanner/splits.py)."""
         heads = self._heads(scan)
-        probes: list[tuple[int, Rule, bytes, str, Callable[[], str]]] = []
+        probes: list[tuple[int, Dangling, Head, str]] = []
         chunks, pos = [], 0
         for label, group in (("split", current), ("split-request", remembered)):
-            for rule, prefix in group:
-                for head, where in heads:
-                    if head.startswith(prefix):
+            for d in group:
+                for head in heads:
+                    if d.text in head[0] or (not head[2] and head[0] in d.text):
                         continue  # the prefix's own field
-                    probes.append((pos, rule, prefix, label, where))
-                    chunks.append(prefix + head)
+                    probes.append((pos, d, head, label))
+                    chunks.append(d.text + head[0])
                     pos += len(chunks[-1]) + 1
         if not probes:
             return
         data = b"\n".join(chunks)
         starts = [p[0] for p in probes]
+        longest: dict[int, tuple[int, int, bytes]] = {}  # probe -> the longest match of its rule from its start
         for eid, end in self.matcher.scan(data):
             entry = self.matcher.entries[eid]
             if entry.kind is not RULE:
                 continue
-            start, rule, prefix, label, where = probes[max(0, bisect_right(starts, end - 1) - 1)]
-            if entry.rule is not rule:
+            index = max(0, bisect_right(starts, end - 1) - 1)
+            start, d = probes[index][:2]
+            if entry.rule is not d.rule:
                 continue
-            got = self.matcher.extract_from(rule, data[start:end])
-            if got is None or got[1] <= len(prefix) or got[0] != 0:
+            got = self.matcher.extract_from(d.rule, data[start:end])
+            if got is not None and got[0] == 0 and got[1] > len(d.text) and got[1] > longest.get(index, (0, 0))[1]:
+                longest[index] = got
+        for index, (_, stop, secret) in sorted(longest.items()):
+            _, d, (head, where, whole), label = probes[index]
+            taken = stop - len(d.text)
+            if not self.shapes.join_ok(d.rule, d.text, head, taken, secret, whole):
                 continue
-            secret = got[2]
-            if is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy):
-                self._add(scan, Finding(rule.id, rule.source, where(), (label,),
-                                        preview(secret, _prefix_of(rule, secret)), self.fp(secret)), (0, 0))
+            rule = d.rule
+            self._add(scan, Finding(rule.id, rule.source, where(), (label,), preview(secret, _prefix_of(rule, secret)),
+                                    self.fp(secret)), (0, 0))
+            if whole and taken == len(head) and self.shapes.worth_keeping(rule, secret):
+                scan.carry.append(Dangling(rule, secret))  # the whole field joined: the token may go on
 
     @staticmethod
     def _heads(scan: Scan) -> list[Head]:
         """The heads of the request's fields (at most MAX_PROBE_FIELDS) that start with a token character."""
         top = scan.top
-        heads: list[Head] = [(h, _bind_location(top, pi, vi)) for h, pi, vi in top.heads(HEAD, MAX_PROBE_FIELDS)]
+        heads: list[Head] = [(h, _bind_location(top, pi, vi), whole) for h, pi, vi, whole in top.heads(HEAD, MAX_PROBE_FIELDS)]
         for raw in scan.raws:
             if len(heads) >= MAX_PROBE_FIELDS:
                 break

@@ -24,6 +24,8 @@ hit is then built and scanned, exactly as the full decoded view would be:
 - fingerprint: an operator secret as JSON encoders escape it (quotes, backslashes,
   control characters, non-ASCII).
 - keyed: a key that names a secret, with a string value (`"client_secret": "`).
+- bare: a whole string of 32-64 base64 characters, checked in place as a possible bare
+  credential (scanner/bare.py); it opens no window.
 
 "Joined" strings are those the decoded view puts next to each other: the next value,
 and the next value that is not a short lower-case word ("text": the view without such
@@ -40,11 +42,12 @@ from dataclasses import dataclass
 
 import orjson
 
+from scanner import bare
 from scanner.rules import Rule
 from scanner.verify import SECRET_KEY_WORDS
 
-ESCAPE, KEYWORD, ANCHOR, BOUNDARY, FINGERPRINT, KEYED, SLASH = (
-    "escape", "keyword", "anchor", "boundary", "fingerprint", "keyed", "slash")
+ESCAPE, KEYWORD, ANCHOR, BOUNDARY, FINGERPRINT, KEYED, SLASH, BARE = (
+    "escape", "keyword", "anchor", "boundary", "fingerprint", "keyed", "slash", "bare")
 SINGLE = (SLASH,)  # reported once per scan (hyperscan's single-match flag)
 MIN_TRIGGER = 5  # anchors shorter than this are lengthened with their rule's `expand` class
 _NARROW = 16  # an expansion class this small (hex digits) counts as specific
@@ -164,7 +167,8 @@ def keyed_trigger() -> str:
 
 def triggers(rules: Iterable[Rule]) -> list[Trigger]:
     """Every raw-pass trigger of the rules (operator secrets: fingerprint_triggers)."""
-    out = [Trigger(ESCAPE, escape_trigger()), Trigger(KEYED, keyed_trigger()), Trigger(SLASH, r"\\/")]
+    out = [Trigger(ESCAPE, escape_trigger()), Trigger(KEYED, keyed_trigger()), Trigger(SLASH, r"\\/"),
+           Trigger(BARE, bare.RAW_TRIGGER)]
     for rule in rules:
         out += keyword_triggers(rule)
         out += anchor_triggers(rule)

@@ -29,6 +29,7 @@ import orjson
 
 import re2
 
+from scanner.bare import json_candidates
 from scanner.decoders import unescape
 from scanner.jsontriggers import ASSIGN_START, ENDS, STARTS
 from scanner.segments import Part, View, json_paths, json_values, safe_name
@@ -168,7 +169,7 @@ class RawJson:
         q = start - 1
         for _ in range(16):
             q = self.data.find(b'"', q + 1, limit)
-            if q < 0 or not _escaped(self.data, q):
+            if q < 0 or not escaped(self.data, q):
                 return q
         m = _mask(self.data[start:limit]).find(b'"')  # `start` follows a quote: no escape is cut
         return start + m if m >= 0 else -1
@@ -178,7 +179,7 @@ class RawJson:
         q = close
         for _ in range(16):
             q = self.data.rfind(b'"', floor, q)
-            if q < 0 or not _escaped(self.data, q):
+            if q < 0 or not escaped(self.data, q):
                 return q
         lo = _run_start(self.data, floor)
         m = _mask(self.data[lo:close]).rfind(b'"')
@@ -239,6 +240,26 @@ class RawJson:
             pos = got[0]
         return out
 
+    def is_key(self, close: int) -> bool:
+        """Is the string closed by the quote at `close` a key?"""
+        return self.data[close + 1 : close + 65].lstrip(_WS)[:1] == b":"
+
+    def key_before(self, opening: int) -> str | None:
+        """The key of the value whose string opens at `opening` (None: an array element, a bare document)."""
+        d, floor = self.data, max(0, opening - 64)
+        pos = opening - 1
+        while pos >= floor and d[pos] in _WS:
+            pos -= 1
+        if pos < floor or d[pos] != 0x3A:  # ':'
+            return None
+        pos -= 1
+        while pos >= floor and d[pos] in _WS:
+            pos -= 1
+        if pos < floor or d[pos] != _QUOTE:
+            return None
+        start = self._opening(pos, max(0, pos - 256))
+        return None if start < 0 else self.decode(start + 1, pos).decode("utf-8", "replace")
+
     def opening_quote(self, piece: Piece) -> int:
         """The opening quote of a string that began before its window."""
         if piece.open >= 0:
@@ -273,7 +294,7 @@ class RawJson:
         for s in range(pos - 1, max(floor, pos - 6) - 1, -1):
             if d[s] != _BACKSLASH:
                 continue
-            if _escaped(d, s):  # the second backslash of `\\`: that escape ends at s + 1
+            if escaped(d, s):  # the second backslash of `\\`: that escape ends at s + 1
                 return pos
             return s if s + (6 if d[s + 1] == 0x75 else 2) > pos else pos
         return pos
@@ -308,18 +329,20 @@ class RawJson:
                 self._path_error = True
         return self._paths
 
-    def heads(self, n: int, limit: int) -> list[tuple[bytes, Callable[[], str]]]:
-        """The first `n` decoded bytes of up to `limit` non-empty strings (split probes), with locations."""
+    def heads(self, n: int, limit: int) -> list[tuple[bytes, Callable[[], str], bool]]:
+        """The first `n` decoded bytes of up to `limit` non-empty strings (split probes), with locations
+        and whether that is the whole string."""
         parts = self.masked.split(b'"', 2 * limit + 1)  # odd parts are string contents
         sums = list(accumulate(map(len, parts), initial=0))
-        out: list[tuple[bytes, Callable[[], str]]] = []
+        out: list[tuple[bytes, Callable[[], str], bool]] = []
         for i in range(1, len(parts) - 1, 2):
             start = sums[i] + i  # i quotes precede part i
             close = start + len(parts[i])
             if close > start:
                 piece = Piece(start, close, start - 1, True)
                 head_end = self._escape_start(min(close, start + n), start)
-                out.append((self.decode(start, head_end)[:n], _bind(self.location, piece)))
+                head = self.decode(start, head_end)
+                out.append((head[:n], _bind(self.location, piece), head_end == close and len(head) <= n))
         return out[:limit]
 
 
@@ -330,7 +353,8 @@ def _run_start(data: bytes, pos: int) -> int:
     return pos
 
 
-def _escaped(data: bytes, q: int) -> bool:
+def escaped(data: bytes, q: int) -> bool:
+    """Is the byte at `q` escaped (an odd run of backslashes before it)?"""
     k = 0
     while q - k - 1 >= 0 and data[q - k - 1] == _BACKSLASH:
         k += 1
@@ -395,11 +419,13 @@ def _enumish_str(value: str) -> bool:
     return len(value) <= 24 and value.islower() and value.replace("_", "").isalpha()
 
 
-def decoded_view(raw: RawJson, key_is_secret: Callable[[str], bool]) -> tuple[View, View, list[tuple[str, str]]]:
+def decoded_view(raw: RawJson, key_is_secret: Callable[[str], bool]
+                 ) -> tuple[View, View, list[tuple[str, str]], list[tuple[bytes, str]]]:
     """The whole body decoded, as the engine saw every JSON body before the raw pass: every
-    string value in document order, then the keys; the values without enum-like ones; and
-    the values under secret-ish keys. Used for bodies with `\\/` escapes, and as the reference
-    the raw pass is tested against."""
+    string value in document order, then the keys; the values without enum-like ones; the
+    values under secret-ish keys; and the values that are bare secrets (scanner/bare.py), with
+    their locations. Used for bodies with `\\/` escapes, and as the reference the raw pass is
+    tested against."""
     doc = orjson.loads(raw.data)
     values, keys, keyed = json_values(doc, key_is_secret)
     paths: list[list[str]] = []
@@ -417,7 +443,8 @@ def decoded_view(raw: RawJson, key_is_secret: Callable[[str], bool]) -> tuple[Vi
     kept = [i for i, v in enumerate(values) if not _enumish_str(v)]
     if len(kept) < len(values):
         alt.add(Part([values[i] for i in kept], lambda: [lazy_paths()[i] for i in kept]))
-    return view, alt, [(v, "") for v in keyed]
+    bare_values = [(v, lazy_paths()[i]) for i, v in json_candidates(doc, key_is_secret)]
+    return view, alt, [(v, "") for v in keyed], bare_values
 
 
 def literal_paths(doc: object, prefix: str) -> list[str]:

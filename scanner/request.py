@@ -7,7 +7,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import orjson
 
-from scanner import bodies, gitpack
+from scanner import bare, bodies, dnsnames, gitpack
 from scanner.errors import BodyError
 from scanner.findings import ScanIssue
 from scanner.rawjson import RawJson, decoded_view
@@ -36,6 +36,7 @@ class Built:
     # a token split over two content blocks is adjacent here, not in `view`.
     alt: View = field(default_factory=View)
     keyed: list[tuple[str, str]] = field(default_factory=list)  # (value under a secret-ish key, location or "")
+    bare: list[tuple[bytes, str]] = field(default_factory=list)  # (a whole value that is one random token, location)
     raws: list[RawJson] = field(default_factory=list)  # JSON bodies scanned raw (scanner/rawjson.py)
     issues: list[ScanIssue] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
@@ -68,11 +69,14 @@ def _url(out: Built, url: str) -> None:
     values, locs = [], []
     path = unquote_to_bytes(parts.path)
     for value, loc in ((path, "url:path"), (unquote_to_bytes(parts.password or ""), "url:userinfo"),
-                       (unquote_to_bytes(parts.username or ""), "url:userinfo"), ((parts.hostname or "").encode(), "url:host")):
+                       (unquote_to_bytes(parts.username or ""), "url:userinfo")):
         if value:
             values.append(value)
             locs.append(loc)
-    _fields(out, bodies.form_fields(parts.query.encode("utf-8", "surrogatepass")), "url:query", values, locs)
+    hosts = dnsnames.host_values(dnsnames.host_of(parts.netloc))
+    values += hosts
+    locs += ["url:host"] * len(hosts)
+    _fields(out, bodies.form_fields(parts.query.encode("utf-8", "surrogatepass")), "url:query", values, locs, doh=True)
     if parts.fragment:
         values.append(unquote_to_bytes(parts.fragment))
         locs.append("url:fragment")
@@ -97,7 +101,16 @@ def _headers(out: Built, headers: tuple[tuple[str, str], ...]) -> None:
             locs.append(f"header:{safe_name(low)}")
             if is_secret_key_name_cached(low):
                 out.keyed.append((value, locs[-1]))
+            elif _bare(values[-1], low):
+                out.bare.append((values[-1], locs[-1]))
+            if low in _HOST_HEADERS:
+                joined = dnsnames.host_values(dnsnames.host_of(value.strip()))[1:]
+                values += joined
+                locs += locs[-1:] * len(joined)
     out.view.add(Part(values, locs))
+
+
+_HOST_HEADERS = ("host", ":authority")
 
 
 def header(headers: tuple[tuple[str, str], ...], name: str) -> str:
@@ -130,6 +143,10 @@ def _content(out: Built, body: bytes, content_type: str, location: str, depth: i
     elif kind == gitpack.MEDIA_TYPE:
         _git_push(out, body, location)
         return
+    elif kind in dnsnames.DNS_MESSAGE_TYPES:  # DNS over HTTPS, POST (RFC 8484)
+        names = _names(body)
+        out.view.add(Part([body, *names], [location] * (1 + len(names))))
+        return
     out.view.add(Part([body], [location]))
 
 
@@ -156,10 +173,11 @@ def _json(out: Built, body: bytes, location: str, declared: bool) -> bool:
     if out.raw_json:
         out.raws.append(raw)
         return True
-    view, alt, keyed = decoded_view(raw, is_secret_key_name_cached)
+    view, alt, keyed, bare_values = decoded_view(raw, is_secret_key_name_cached)
     out.view.parts += view.parts
     out.alt.parts += alt.parts
     out.keyed.extend(keyed)
+    out.bare.extend(bare_values)
     return True
 
 
@@ -170,8 +188,11 @@ def _form(out: Built, body: bytes, location: str) -> None:
     out.view.add(Part(values, locs))
 
 
-def _fields(out: Built, pairs: list[tuple[bytes, bytes]], where: str, values: list[bytes], locs: list[str]) -> None:
-    """Query or form fields: values to scan, names as keys, secret-ish names checked by value."""
+def _fields(out: Built, pairs: list[tuple[bytes, bytes]], where: str, values: list[bytes], locs: list[str],
+            doh: bool = False) -> None:
+    """Query or form fields: values to scan, names as keys, secret-ish names checked by value; a
+    name-shaped value also with its labels joined, and (`doh`: the URL query) the question names
+    of an RFC 8484 `dns=` message (scanner/dnsnames.py)."""
     for key, value in pairs:
         name = key.decode("utf-8", "replace")
         out.keys.append(name)
@@ -180,6 +201,29 @@ def _fields(out: Built, pairs: list[tuple[bytes, bytes]], where: str, values: li
             locs.append(f"{where}:{safe_name(name)}")
             if is_secret_key_name_cached(name):
                 out.keyed.append((value.decode("utf-8", "replace"), locs[-1]))
+            elif _bare(value, name):
+                out.bare.append((value, locs[-1]))
+            extra = _dns_values(value, doh and name.lower() == "dns")
+            values += extra
+            locs += locs[-1:] * len(extra)
+
+
+def _bare(value: bytes, name: str) -> bool:
+    """A candidate for the bare-secret heuristic (the engine judges it: scanner/bare.py)."""
+    return bare.MIN_LEN <= len(value) <= bare.MAX_LEN and not bare.exempt_name(name) and bare.shape_ok(value)
+
+
+def _dns_values(value: bytes, doh: bool) -> list[bytes]:
+    if doh:
+        message = dnsnames.doh_query(value)
+        if message is not None:
+            return [message] + _names(message)
+    return [dnsnames.joined(value)] if dnsnames.is_name(value) else []
+
+
+def _names(message: bytes) -> list[bytes]:
+    """A DNS message's question names, dotted and with their labels joined."""
+    return [v for name in dnsnames.question_names(message) for v in (name, dnsnames.joined(name))]
 
 
 def _multipart(out: Built, body: bytes, boundary: str, location: str, depth: int) -> None:

@@ -38,6 +38,8 @@ class Rule:
     min_entropy: float = 3.0  # of the secret, bits/char, detect-secrets' base64 charset
     keyword: bool = False  # keyword-context rule: value also passes placeholder checks
     context: str = ""  # keyword rules: the regex of the keyword (raw JSON trigger, scanner/jsontriggers.py)
+    public: str = ""  # regex of the part every token of the provider shares, when longer than the anchor
+    checksum: str = ""  # the token format's checksum, verified on joined tokens (scanner/splits.py)
     source: str = "pattern"
     description: str = ""
 
@@ -59,12 +61,14 @@ _HEROKU = r"heroku[a-z_]{0,20}"
 _CLOUDFLARE = r"(?:cloudflare|cf)_?api_?(?:token|key)"
 
 PROVIDER_RULES: tuple[Rule, ...] = (
-    Rule("anthropic-api-key", r"sk-ant-[a-z]{3,8}[0-9]{2}-[A-Za-z0-9_-]{32,120}", ("sk-ant-",), max_len=140),
+    Rule("anthropic-api-key", r"sk-ant-[a-z]{3,8}[0-9]{2}-[A-Za-z0-9_-]{32,120}", ("sk-ant-",), max_len=140,
+         public=r"sk-ant-[a-z]{3,8}[0-9]{2}-"),
     Rule("openai-api-key", r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,200}", ("sk-proj-", "sk-svcacct-", "sk-admin-"), max_len=220),
     Rule("openai-legacy-key", r"sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}", ("T3BlbkFJ",), prefix=False, max_len=60),
     Rule("aws-access-key-id", r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}", ("AKIA", "ASIA", "ABIA", "ACCA"), expand="ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", max_len=20, min_entropy=2.5),
     Rule("aws-secret-access-key", r"(?i)" + _AWS + ASSIGN + r"([A-Za-z0-9/+]{40})", _kw("aws_secret_access_key", "aws_secret_key"), keyword=True, prefix=False, max_len=120, min_entropy=3.5, context=_AWS),
-    Rule("github-token", r"gh[pousr]_[A-Za-z0-9]{36}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), expand=ALNUM, max_len=40),
+    Rule("github-token", r"gh[pousr]_[A-Za-z0-9]{36}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), expand=ALNUM, max_len=40,
+         checksum="github-crc32"),
     Rule("github-fine-grained-pat", r"github_pat_[A-Za-z0-9_]{82}", ("github_pat_",), max_len=93),
     Rule("gitlab-token", r"gl(?:pat|dt|rt|cbt|ptt|soat|oas|ft|imt|agent)-[A-Za-z0-9_-]{20,64}", ("glpat-", "gldt-", "glrt-", "glcbt-", "glptt-", "glsoat-", "gloas-", "glft-", "glimt-", "glagent-"), max_len=75),
     Rule("gitlab-runner-registration-token", r"GR1348941[A-Za-z0-9_-]{20,40}", ("GR1348941",), max_len=50),

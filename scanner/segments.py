@@ -111,13 +111,14 @@ class View:
         end = offs[vi + 1] if vi + 1 < len(offs) else len(part.blob)
         return base + offs[vi], base + end, part, vi
 
-    def heads(self, n: int, limit: int) -> list[tuple[bytes, int, int]]:
-        """The first `n` bytes of up to `limit` values, with (part, value) indexes (split probes)."""
+    def heads(self, n: int, limit: int) -> list[tuple[bytes, int, int, bool]]:
+        """The first `n` bytes of up to `limit` values, with (part, value) indexes and whether that is
+        the whole value (split probes)."""
         out = []
         for pi, part in enumerate(self.parts):
             for vi, v in enumerate(part.values):
                 if v:
-                    out.append((_b(v[:n]), pi, vi))
+                    out.append((_b(v[:n]), pi, vi, len(v) <= n))
                     if len(out) >= limit:
                         return out
         return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 
 import pytest
@@ -73,10 +74,25 @@ def _json_keys_between(n: int) -> bytes:
     return json.dumps([unit] * (n // len(json.dumps(unit)))).encode()
 
 
+def _partial_prefixes(n: int) -> bytes:
+    """Token prefixes cut short with random-looking tails, each one a partial-token candidate."""
+    rng = random.Random(3)
+    unit = lambda: "sk-ant-api03-" + "".join(rng.choice(_ALNUM) for _ in range(20)) + " and "  # noqa: E731
+    return json.dumps({"a": "".join(unit() for _ in range(n // 38))}).encode()
+
+
+def _bare_values(n: int) -> bytes:
+    """Object members whose whole value is a random 40-character token: each one is checked in place."""
+    rng = random.Random(4)
+    return json.dumps([{"v": "".join(rng.choice(_ALNUM) for _ in range(40))} for _ in range(n // 50)]).encode()
+
+
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
 INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet": _b64_alphabet,
           "encoded-anchors": _encoded_anchors, "percent-escapes": _percent, "nested-base64": _nested,
           "json-escaped-quotes": _json_escaped_quotes, "json-split-pieces": _json_split_pieces,
-          "json-keys-between": _json_keys_between}
+          "json-keys-between": _json_keys_between, "partial-prefixes": _partial_prefixes, "bare-values": _bare_values}
 
 
 RUNS = 5

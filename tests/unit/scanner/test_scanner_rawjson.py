@@ -29,7 +29,7 @@ TOKEN = "ghp_" + "Zq8LmN2pR4sT6vW8xY0aB1cD3eF5gH7jK9mQ"
 def findings(sc: Scanner, body: bytes, raw: bool, url: str = "https://api.test/v1", headers=JSON):
     req = ScanRequest(url=url, headers=headers, body=body)
     built = build(req, Limits(sc.cfg.max_decoded_bytes, sc.cfg.max_ratio), sc.cfg.max_body_bytes, raw_json=raw)
-    scan = sc.engine.scan_view(built.view, built.keyed, alt=built.alt, raws=built.raws)
+    scan = sc.engine.scan_view(built.view, built.keyed, alt=built.alt, raws=built.raws, bare_values=built.bare)
     found = {(f.rule, "" if ":" in f.rule and f.source == "pattern" else f.fingerprint, f.location, f.transforms)
              for f in scan.findings.values()}
     return sorted(found), sorted(i.code for i in [*built.issues, *scan.issues])
