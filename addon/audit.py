@@ -23,6 +23,7 @@ from addon.scanning import Finding
 
 REDACTED = "<redacted>"
 _TOKENISH = re.compile(r"[A-Za-z0-9]{16,}")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)  # built once: json.dumps builds one per call
 # Where the scanner reports what it found in the request's host name.
 _HOST_LOCATIONS = ("url:host", "header:host", "header::authority")
 _PATH_LOCATIONS = ("url:path",)
@@ -148,7 +149,7 @@ class AuditLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     def write(self, entry: dict[str, object]) -> None:
-        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+        line = _ENCODER.encode(entry).encode() + b"\n"
         written = os.write(self._fd, line)
         if written != len(line):
             raise OSError(f"short write to the audit log {self.path} ({written} of {len(line)} bytes)")

@@ -237,15 +237,16 @@ def check_request(
     ``own``: this agent's placeholders (binding -> placeholder). ``values``: the
     real value of a passthrough binding (None when unavailable).
     """
-    if (owner := _in_url(index, request.path)) is not None:
+    if index and (owner := _in_url(index, request.path)) is not None:
         return Check(refusal=misuse(owner, request.agent, "the URL"))
     segments = normalise_path(request.path)
     uses: list[Use] = []
     seen: set[str] = set()
     by_name = {b.name: b for b in bindings}
+    passthrough = [b for b in bindings if b.mode == "passthrough"] if request.secure else []
     for name, value in request.headers:
         low = name.lower()
-        owner = index.find(value.encode("utf-8", "surrogateescape")) or index.find(_basic_payload(value))
+        owner = (index.find(value.encode("utf-8", "surrogateescape")) or index.find(_basic_payload(value))) if index else None
         if owner is not None:
             use = _placeholder_use(by_name.get(owner.binding), owner, own, low, value, request, segments)
             if use is None or low in seen:
@@ -253,8 +254,8 @@ def check_request(
             seen.add(low)
             uses.append(use)
             continue
-        if request.secure:
-            uses += _passthrough_uses(bindings, values, low, value, request.host, segments)
+        if passthrough:
+            uses += _passthrough_uses(passthrough, values, low, value, request.host, segments)
     names = [n.lower() for n, _ in request.headers]
     for use in uses:
         if names.count(use.header) != 1:

@@ -15,10 +15,11 @@ from mitmproxy import ctx, http, tcp
 from addon.decision import block
 from addon.destinations import agreement, decide_name, decide_raw_tunnel
 from addon.mitm.responses import refusal
+from addon.mitm import runtime as rt
 from addon.mitm.runtime import Runtime, log
 from addon.mitm.safety import guard
 
-TARGET = "yolo_cage.target"
+TARGET = rt.TARGET
 
 
 def _is_websocket_upgrade(flow: http.HTTPFlow) -> bool:

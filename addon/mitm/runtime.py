@@ -37,6 +37,7 @@ from addon.scanning import Finding
 log = logging.getLogger("yolo_cage")
 
 DECISION = "yolo_cage.decision"
+TARGET = "yolo_cage.target"  # the destination's Host, once the destination gate parsed it
 CREDENTIALS = "yolo_cage.credentials"  # binding names used by the request (set by addon.mitm.credentials)
 PLACEHOLDERS = "yolo_cage.placeholders"  # bindings whose own placeholder was in the body, harmlessly
 WS_PLACEHOLDERS = "yolo_cage.ws_placeholders"  # (message index, bindings): the same for a WebSocket message
@@ -93,6 +94,9 @@ class ScanInfo:
     scanned: bool = False
 
 
+_NO_SCAN = ScanInfo(mode="")
+
+
 class Runtime:
     def __init__(self) -> None:
         self.config: Config | None = None
@@ -134,8 +138,9 @@ class Runtime:
         if config is None:
             log.error("no audit log configured: decision %s for %s not recorded", decision.reason, flow.id)
             return
-        scan: ScanInfo = flow.metadata.get(SCAN, ScanInfo(mode=""))
+        scan: ScanInfo = flow.metadata.get(SCAN, _NO_SCAN)
         req = flow.request
+        target: Host | None = flow.metadata.get(TARGET)
         event = audit.Event(
             request_id=flow.id,
             kind=kind,
@@ -144,7 +149,7 @@ class Runtime:
             client=_client_text(flow.client_conn),
             method=req.method,
             scheme=req.scheme,
-            host=req.pretty_host,
+            host=target.name if target is not None else req.pretty_host,  # pretty_host parses the Host header again
             port=req.port,
             path="" if req.method == "CONNECT" else path_only(req.path),
             scanned=scan.scanned,

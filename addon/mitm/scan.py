@@ -4,10 +4,16 @@ The call carries the URL (path and query), every header (trailers too) and
 the raw body as sent, still Content-Encoded: the scanner decodes. A CONNECT is
 scanned too (its target name) before that name is ever resolved, so a secret
 hidden in a host name does not leak through DNS.
+
+A request that HTTP/1 frames without a body (no Content-Length or 0, no
+Transfer-Encoding: a GET) is complete at ``requestheaders``: its scan starts
+there, once every earlier check passed, and runs while mitmproxy finishes
+reading the request; ``request`` waits for its answer. Still one call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from mitmproxy import http
@@ -24,6 +30,7 @@ from addon.mitm.safety import TAINTED, drop_websocket_message, guard
 from addon.scanning import ScanFailure
 
 SCAN_DECISION = "yolo_cage.scan_decision"
+EARLY = "yolo_cage.early_scan"  # the scan of a bodiless request, started at requestheaders
 
 
 def _url(req: http.Request, host: Host) -> str:
@@ -34,6 +41,13 @@ def _url(req: http.Request, host: Host) -> str:
     if req.method == "CONNECT":
         return f"https://{netloc}/"
     return f"{req.scheme}://{netloc}{req.data.path.decode('utf-8', 'backslashreplace')}"
+
+
+def _bodiless(req: http.Request) -> bool:
+    """HTTP/1 frames this request without a body (RFC 9112 6.3): it is complete at requestheaders."""
+    if not req.http_version.startswith("HTTP/1") or "transfer-encoding" in req.headers:
+        return False
+    return req.headers.get_all("content-length") in ([], ["0"])
 
 
 def _headers(req: http.Request) -> list[tuple[bytes, bytes]]:
@@ -61,13 +75,24 @@ class ContentScan:
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > config.policy.scan.max_body_bytes:
             self._oversize(flow, config, int(length))
+        elif _bodiless(flow.request):
+            flow.metadata[EARLY] = asyncio.ensure_future(self._scan_payload(flow, b""))
 
     @guard
     async def request(self, flow: http.HTTPFlow) -> None:
+        early: asyncio.Future[tuple[Decision, ScanInfo]] | None = flow.metadata.pop(EARLY, None)
         if self.runtime.decided(flow):
+            if early is not None:
+                early.cancel()
             return
         config = self.runtime.require_config()
         body = flow.request.raw_content or b""
+        if early is not None:
+            if body or flow.request.trailers:
+                early.cancel()
+                raise RuntimeError("a request framed without a body came with one")  # guard: refused
+            self._record(flow, *await early)
+            return
         if len(body) > config.policy.scan.max_body_bytes:
             self._oversize(flow, config, len(body))
             return
@@ -81,6 +106,13 @@ class ContentScan:
         self._apply(flow, decision)
 
     async def _scan_request(self, flow: http.HTTPFlow, body: bytes) -> None:
+        self._record(flow, *await self._scan_payload(flow, body))
+
+    def _record(self, flow: http.HTTPFlow, decision: Decision, info: ScanInfo) -> None:
+        flow.metadata[SCAN] = info
+        self._apply(flow, decision)
+
+    async def _scan_payload(self, flow: http.HTTPFlow, body: bytes) -> tuple[Decision, ScanInfo]:
         config = self.runtime.require_config()
         target: Host = flow.metadata[TARGET]
         payload = scanning.build_request(
@@ -93,9 +125,7 @@ class ContentScan:
             headers=_headers(flow.request),
             body=body,
         )
-        decision, info = await self._scan(config, target.name, payload, flow.metadata.get(CHECK), flow.metadata.get(EXEMPT, frozenset()))
-        flow.metadata[SCAN] = info
-        self._apply(flow, decision)
+        return await self._scan(config, target.name, payload, flow.metadata.get(CHECK), flow.metadata.get(EXEMPT, frozenset()))
 
     async def _scan(
         self, config: Config, host: str, payload: bytes, check: Check | None, exempt: frozenset[str] = frozenset()

@@ -157,8 +157,9 @@ def _registry(path: str) -> RegistryFile | None:
 
 def _scanner_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise exceptions.OptionsError(f"yolo_cage_scanner: not an http(s) base URL: {url!r}")
+    if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
+        # The scanner shares an internal network with the proxy alone; its client speaks plain HTTP.
+        raise exceptions.OptionsError(f"yolo_cage_scanner: not an http:// base URL: {url!r}")
     return url
 
 

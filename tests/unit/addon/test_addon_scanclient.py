@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from aiohttp import web
 
 from addon.scanclient import ScannerClient
@@ -113,3 +114,170 @@ def test_stopped_scanner_is_unreachable() -> None:
 
     outcome = run(main())
     assert isinstance(outcome, ScanFailure) and outcome.reason == "scanner-unreachable"
+
+
+# --- the HTTP it accepts, the connections it keeps --------------------------------------------------------
+
+
+class RawScanner:
+    """A loopback server that answers each request with the next of ``answers`` (bytes, or None: close at once)."""
+
+    def __init__(self, answers: list[bytes | None], close_after_answer: bool = False):
+        self.answers = list(answers)
+        self.close_after = close_after_answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def ok(body: bytes = CLEAN, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def chunked(body: bytes) -> bytes:
+    half = len(body) // 2
+    chunks = b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (half, body[:half], len(body) - half, body[half:])
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+
+
+async def scans(server: RawScanner, n: int, **kw) -> list:
+    url = await server.start()
+    client = ScannerClient(url, **kw)
+    try:
+        return [await client.scan(b'{"n": %d}' % i, 2.0) for i in range(n)]
+    finally:
+        await client.close()
+        await server.stop()
+
+
+def test_answers_on_one_kept_alive_connection_in_every_framing() -> None:
+    server = RawScanner([ok(), chunked(CLEAN), ok(extra=b"X-Other: 1\r\n")])
+    outcomes = run(scans(server, 3))
+    assert all(isinstance(o, ScanResult) and o.verdict == "clean" for o in outcomes), outcomes
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /v1/scan HTTP/1.1\r\nHost: 127.0.0.1:") and first.endswith(b'\r\n\r\n{"n": 0}')
+
+
+def test_a_connection_the_scanner_closed_is_replaced_and_the_scan_sent_again() -> None:
+    server = RawScanner([ok(), ok(), ok()], close_after_answer=True)  # every answer, then the connection is gone
+    outcomes = run(scans(server, 3))
+    assert all(isinstance(o, ScanResult) for o in outcomes), outcomes
+    assert server.connections == 3 and len(server.requests) == 3
+
+
+def test_a_close_delimited_or_connection_close_answer_is_read_and_never_reused() -> None:
+    close_delimited = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + CLEAN
+    server = RawScanner([close_delimited, ok(extra=b"Connection: close\r\n"), ok()], close_after_answer=True)
+    outcomes = run(scans(server, 3))
+    assert all(isinstance(o, ScanResult) for o in outcomes), outcomes
+    assert server.connections == 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/2 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBroken header line\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",  # ends early
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    ],
+    ids=["http2", "status", "two-lengths", "negative", "too-large", "gzip-framing", "bad-chunk", "header-line", "short",
+         "huge-head"],
+)
+def test_anything_but_plain_http_1_is_a_bad_answer(answer: bytes) -> None:
+    [outcome] = run(scans(RawScanner([answer], close_after_answer=True), 1))
+    assert isinstance(outcome, ScanFailure) and outcome.reason == "scanner-bad-answer", outcome
+
+
+def test_after_a_timeout_the_half_used_connection_is_dropped() -> None:
+    async def main():
+        gate = asyncio.Event()
+        server = RawScanner([ok(), ok()])
+        original = server._serve
+
+        async def slow_first(reader, writer):
+            if server.connections == 0:
+                server.connections += 1
+                await reader.readuntil(b"\r\n\r\n")
+                await gate.wait()  # never answers in time
+                writer.close()
+                return
+            await original(reader, writer)
+
+        server._serve = slow_first  # type: ignore[method-assign]
+        url = await server.start()
+        client = ScannerClient(url)
+        try:
+            late = await client.scan(b"{}", 0.2)
+            fine = await client.scan(b"{}", 2.0)
+        finally:
+            gate.set()
+            await client.close()
+            await server.stop()
+        return late, fine, server.connections
+
+    late, fine, connections = run(main())
+    assert isinstance(late, ScanFailure) and late.reason == "scanner-timeout"
+    assert isinstance(fine, ScanResult) and connections == 2
+
+
+def test_at_most_the_pool_size_of_connections_at_once() -> None:
+    async def main():
+        open_now, most = 0, 0
+
+        async def handler(request: web.Request) -> web.Response:
+            nonlocal open_now, most
+            open_now += 1
+            most = max(most, open_now)
+            await asyncio.sleep(0.05)
+            open_now -= 1
+            return web.Response(body=CLEAN, content_type="application/json")
+
+        runner, url = await serve(handler)
+        client = ScannerClient(url, connections=2)
+        try:
+            outcomes = await asyncio.gather(*(client.scan(b"{}", 5.0) for _ in range(6)))
+        finally:
+            await client.close()
+            await runner.cleanup()
+        return outcomes, most
+
+    outcomes, most = run(main())
+    assert all(isinstance(o, ScanResult) for o in outcomes) and most == 2
+
+
+def test_only_a_plain_http_url() -> None:
+    with pytest.raises(ValueError):
+        ScannerClient("https://scanner:8000")
