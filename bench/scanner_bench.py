@@ -3,7 +3,8 @@
 Run: `uv run invoke bench.scanner` (or `uv run python bench/scanner_bench.py --quick`).
 
 - Speed: MB/s and p50/p99 ms on clean Claude-Code-like Messages bodies of 100 KB and 1 MB.
-- Recall per transform on the labelled corpus (tests/data/scanner_corpus.py).
+- Recall per transform on the labelled corpus (tests/data/scanner_corpus.py), and the benign
+  corpus's requests this scanner flags.
 - Pattern layer: hyperscan database vs an RE2 set over the same provider patterns.
 
 llm-guard: its `Secrets.scan` method runs unmodified, loaded from its file by path.
@@ -159,6 +160,22 @@ def pattern_layer(sizes: dict[str, bytes]) -> None:
         print(f"| {name} | {hs['p50_ms']:.2f} | {r2['p50_ms']:.2f} | RE2 {r2['p50_ms'] / hs['p50_ms']:.1f}x slower |")
 
 
+def benign_flagged(eng: Engines) -> None:
+    """Ours on the benign corpus, each sample as the request it is (URL, headers, body)."""
+    flagged: Counter = Counter()
+    total: Counter = Counter()
+    for b in corpus.benign_samples():
+        headers = ((("content-type", b.content_type),) if b.content_type else ()) + b.headers
+        total[b.category] += 1
+        flagged[b.category] += eng.run_ours(b.body, b.url, headers)
+    print("\n## benign corpus: requests flagged by this scanner")
+    print("| category | flagged | samples |")
+    print("| --- | --- | --- |")
+    for category in sorted(total):
+        print(f"| {category} | {flagged[category]} | {total[category]} |")
+    print(f"| all | {sum(flagged.values())} | {sum(total.values())} |")
+
+
 def _conditions() -> str:
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     return f"{os.cpu_count()} CPUs, load average {load} (1/5/15 min)"
@@ -270,6 +287,7 @@ def main() -> None:
         print(f"| {t} | {total[t]} | " + " | ".join(f"{100 * hit[(n, t)] / total[t]:.1f}%" for n in fns) + " |")
     n = sum(total.values())
     print(f"| all | {n} | " + " | ".join(f"{100 * sum(hit[(k, t)] for t in corpus.TRANSFORMS) / n:.1f}%" for k in fns) + " |")
+    benign_flagged(eng)
     pattern_layer(bodies)
     if args.excluded or not args.only_ours:
         excluded_detectors(args.quick)

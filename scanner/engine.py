@@ -39,6 +39,9 @@ RADIUS = 1536  # bytes decoded on each side of a hit
 MARGIN = 320  # a hit this far inside an already-decoded window is covered by it
 HEAD = 256  # bytes of each field probed after a dangling prefix
 MAX_PROBE_FIELDS = 4096
+# A match that starts in the last 1-2 characters of a field and runs on into the next is no split
+# token: "SK"/"AC" (Twilio's anchors) end ordinary words and ids ("TASK", a nanoid) and hex follows often.
+MIN_SPLIT_HEAD = 3
 MAX_LOCATIONS = 32  # locations reported for one secret value...
 MAX_FINDINGS = 256  # ...and findings for one scan (docs/architecture.md)
 _TOKEN_CHARS = bytes(
@@ -337,7 +340,8 @@ class Engine:
             if got[1] > seg_end:  # crosses into the next field: prefer a match inside the field
                 inside = self.matcher.extract(rule, data, seg_end)
                 candidates = [(inside, chain)] if inside is not None and inside[0] == got[0] else []
-                candidates.append((got, chain + ("split",)))
+                if seg_end - got[0] >= MIN_SPLIT_HEAD:
+                    candidates.append((got, chain + ("split",)))
         for (start, stop, secret), transforms in candidates:
             if is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy):
                 break
@@ -457,7 +461,7 @@ class Engine:
                 continue  # not at the end of its field, or not token characters
             if (rule.id, tail) not in seen and len(scan.dangling) < 8 and self.shapes.worth_keeping(rule, tail):
                 seen.add((rule.id, tail))
-                scan.dangling.append(Dangling(rule, tail))
+                scan.dangling.append(Dangling(rule, tail, whole))
 
     def _probe_splits(self, scan: Scan, current: list[Dangling], remembered: list[Dangling]) -> None:
         """Join each dangling prefix with the head of every field, in one matcher pass; keep the joins
@@ -492,13 +496,13 @@ class Engine:
         for index, (_, stop, secret) in sorted(longest.items()):
             _, d, (head, where, whole), label = probes[index]
             taken = stop - len(d.text)
-            if not self.shapes.join_ok(d.rule, d.text, head, taken, secret, whole):
+            if not self.shapes.join_ok(d, head, taken, secret, whole):
                 continue
             rule = d.rule
             self._add(scan, Finding(rule.id, rule.source, where(), (label,), preview(secret, _prefix_of(rule, secret)),
                                     self.fp(secret)), (0, 0))
             if whole and taken == len(head) and self.shapes.worth_keeping(rule, secret):
-                scan.carry.append(Dangling(rule, secret))  # the whole field joined: the token may go on
+                scan.carry.append(Dangling(rule, secret, True))  # the whole field joined: the token may go on
 
     @staticmethod
     def _heads(scan: Scan) -> list[Head]:

@@ -12,7 +12,8 @@ a join counts only when the joined text really is one token across the boundary:
 - where the provider has a checksum (GitHub's classic tokens: CRC32 of the random part,
   base62, in the last six characters) it must verify; that alone decides;
 - otherwise each side carries at least JOIN_MIN characters of the token's random part
-  (beyond its public prefix, `sk-ant-api03-`), the head's part mixes letter cases or
+  (beyond its public prefix, `sk-ant-api03-`; the head JOIN_MIN_AFTER_WHOLE when the
+  prefix already matched on its own, as half an OpenAI key does), the head's part mixes letter cases or
   letters and digits, is not made of words (`claude-sonnet-4-5`) nor a typed id
   (`toolu_01...`, `user_...`), both sides use the same character classes (a UUID or a hex
   digest is not the rest of a base62 key), and the joined value passes the rule's entropy
@@ -44,6 +45,7 @@ from scanner.rules import PROVIDER_RULES, Rule
 from scanner.verify import is_secret
 
 JOIN_MIN = 8
+JOIN_MIN_AFTER_WHOLE = 24  # a prefix that is a whole token by itself continues only with a long piece
 PARTIAL_MIN = 16
 MAX_WORDY = 0.65  # random pieces of 8 / 16 characters exceed it 2% / 0.3% of the time (base62)
 KEEP_REQUESTS = 8
@@ -62,6 +64,7 @@ Extract = Callable[[Rule, bytes], "tuple[int, int, bytes] | None"]  # Matcher.ex
 class Dangling:
     rule: Rule
     text: bytes
+    whole: bool = False  # already a match of its rule (a variable-length token may still go on)
 
 
 # -- what a token's public part and checksum are ---------------------------------------------
@@ -113,9 +116,9 @@ def _classes(part: bytes) -> int:
 
 
 # Below this many characters a class of the token's alphabet may be missing by chance
-# (base62: no upper-case letter in 16 random characters happens 1 time in 3,000; no digit in
+# (base62: no upper-case letter in 12 random characters happens 1 time in 700; no digit in
 # 40, 1 in 700): the two sides of a real split agree on which classes the token uses.
-_CLASS_SPAN = (16, 16, 40)
+_CLASS_SPAN = (12, 12, 40)
 
 
 def _same_alphabet(own: bytes, part: bytes) -> bool:
@@ -178,9 +181,10 @@ class Shapes:
         tail = run[public_len(rule, run) :]
         return is_secret(rule.id, tail.decode("ascii", "replace"), keyword=False, min_entropy=rule.min_entropy)
 
-    def join_ok(self, rule: Rule, prefix: bytes, head: bytes, taken: int, secret: bytes, whole: bool = True) -> bool:
+    def join_ok(self, prefix: Dangling, head: bytes, taken: int, secret: bytes, whole: bool = True) -> bool:
         """Is `prefix` + `head[:taken]` (= `secret`, the rule's match) one real token? (`whole`: the
         head is its whole field, not the first bytes of a longer one.)"""
+        rule = prefix.rule
         if taken < 1 or (taken < len(head) and _ALNUM[head[taken]]) or (taken == len(head) and not whole):
             return False  # the head's token goes on past the match (or may): the match is not its end
         if not is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy):
@@ -188,9 +192,10 @@ class Shapes:
         verified = checksum(rule, secret)
         if verified is not None:
             return verified
-        own = prefix[public_len(rule, prefix) :]
+        own = prefix.text[public_len(rule, prefix.text) :]
         part = head[:taken]
-        if len(own) < JOIN_MIN or taken < JOIN_MIN or not _random_like(part) or _typed_id(part):
+        least = JOIN_MIN_AFTER_WHOLE if prefix.whole else JOIN_MIN
+        if len(own) < JOIN_MIN or taken < least or not _random_like(part) or _typed_id(part):
             return False
         return _same_alphabet(own, part) and not (_hexish(part) and not _hexish(own))
 

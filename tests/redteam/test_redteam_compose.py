@@ -23,28 +23,7 @@ from tests.redteam.conftest import world
 pytestmark = [pytest.mark.docker, pytest.mark.redteam, pytest.mark.timeout(900)]
 
 # technique id -> the gap (component, what leaks). Each entry is a real finding of the red team.
-KNOWN_GAPS: dict[str, str] = {
-    "dns-proxy-connect-host": (
-        "scanner/addon: a GitHub token as lower-case unpadded base32 cut into DNS labels of a CONNECT target "
-        "(<base32>.<marker>.exfil.attacker.test:443) is not found; the proxy resolves the name (the sink's DNS "
-        "log holds the token) and forwards the tunnel (SNI and Host carry it)"),
-    "dns-doh-get": (
-        "scanner: a GitHub token hex-encoded in DNS labels inside a DNS message, base64url in ?dns= (DNS over "
-        "HTTPS GET), is not decoded; the request reaches the sink"),
-    "dns-doh-post": (
-        "scanner: a Stripe key as base32 DNS labels inside an application/dns-message body (DoH POST) is not "
-        "decoded; the request reaches the sink"),
-    "dns-doh-json": (
-        "scanner: a GitHub token hex-encoded and cut by dots into DNS labels in a query parameter "
-        "(?name=<hex>.<hex>.exfil.attacker.test) is not found (hex runs split by '.')"),
-    "content-body-https": (
-        "scanner: a bare AWS secret access key (40 characters, no AKIA key id or keyword beside it) as a JSON "
-        "value is not flagged by any pattern or entropy heuristic"),
-    "enc-base32": (
-        "scanner: a GitHub token in lower-case unpadded base32 (what DNS tunnelling tools emit) in a JSON value "
-        "is not decoded (upper-case padded base32 is); before the split-request rows were moved last, it was "
-        "blocked only when the scanner's split-across-requests memory of another attack happened to match"),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _rows():

@@ -260,7 +260,8 @@ def _ordinary_requests(agent: str) -> list[ScanRequest]:
                     body=b'{"name": "widget", "count": 3, "tags": ["a", "b"]}', agent=agent),
         ScanRequest(method="CONNECT", url="https://github.com:443/", headers=(("Host", "github.com:443"),
                                                                           ("User-Agent", "git/2.39.5")), agent=agent),
-        ScanRequest(method="GET", url="https://example.test/", headers=(("User-Agent", "curl/8.5.0"), ("Accept", "*/*")), agent=agent),
+        ScanRequest(method="GET", url="https://example.test/", headers=(("User-Agent", "curl/8.5.0"), ("Accept", "*/*"),
+                                                                    ("X-Request-Marker", "rt-645fbe-040c0")), agent=agent),
     ]
 
 
@@ -285,6 +286,34 @@ def test_an_unfinished_token_is_partial_and_later_requests_stay_clean(scanner: S
     for req in _ordinary_requests(agent) * 2:
         got = scanner.scan_request(req)
         assert got.verdict == "clean", (req.url, [(f.rule, f.location, f.transforms) for f in got.findings])
+
+
+def slack_token(rng: random.Random) -> str:
+    return f"xoxb-{rng.randrange(10**11, 10**12)}-{rng.randrange(10**12, 10**13)}-" + "".join(rng.choice(ALNUM) for _ in range(24))
+
+
+def openai_key(rng: random.Random) -> str:
+    return "sk-proj-" + "".join(rng.choice(ALNUM) for _ in range(64)) + "T3BlbkFJ" + "".join(rng.choice(ALNUM) for _ in range(64))
+
+
+@pytest.mark.parametrize("make", [slack_token, lambda r: anthropic_key(r)[:54], lambda r: openai_key(r)[:72]])
+def test_after_a_whole_token_ends_a_field_ordinary_requests_stay_clean(scanner: Scanner, make) -> None:
+    """A token that matches on its own may still go on in the next request (half an OpenAI key is a
+    whole match of the loose pattern), so it is remembered; ordinary requests must not complete it
+    (the red team's controls were blocked by a slack token and a request marker)."""
+    agent = f"whole-{id(make)}"
+    assert scanner.scan_request(_piece_request(make(random.Random(4)), agent)).verdict == "findings"
+    for req in _ordinary_requests(agent):
+        got = scanner.scan_request(req)
+        assert got.verdict == "clean", (req.url, [(f.rule, f.location, f.transforms) for f in got.findings])
+
+
+def test_an_openai_key_in_halves_is_caught_in_both_requests(scanner: Scanner) -> None:
+    key = openai_key(random.Random(6))
+    first = scanner.scan_request(_piece_request(key[:72], "halves"))
+    second = scanner.scan_request(_piece_request(key[72:], "halves"))
+    assert "openai-api-key" in {f.rule for f in first.findings}
+    assert scanner.fp(key.encode()) in {f.fingerprint for f in second.findings if f.transforms == ("split-request",)}
 
 
 def test_partial_token_controls(scanner: Scanner) -> None:
@@ -342,13 +371,20 @@ def test_agent_memory_is_short() -> None:
 def test_join_rules(scanner: Scanner) -> None:
     shapes = scanner.engine.shapes
     rule = RULES["anthropic-api-key"]
-    own = b"sk-ant-api03-" + b"Xk9mP2vL8qRt4wZ7Ab3dEf5"
+    own = splits.Dangling(rule, b"sk-ant-api03-" + b"Xk9mP2vL8qRt4wZ7Ab3dEf5")
     piece = b"Qw7Er9Ty2Ui4Op6As8Df0Gh1Jk3Lz5Xc7Vb9"
-    assert shapes.join_ok(rule, own, piece, 36, own + piece)
+    assert shapes.join_ok(own, piece, 36, own.text + piece)
     for head, taken in ((b"application/json", 11), (b"claude-sonnet-4-5", 17),  # words
                         (b"3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f", 36),  # hex, where the key's own part is not
+                        (b"rt-645fbe-040c0", 15),  # a request marker: no upper case, where the key has it
+                        (b"toolu_01A09q90qw90lq917835lq9", 29),  # a typed id
                         (piece + b"xyz", 36)):  # the head's token goes on past the match
-        assert not shapes.join_ok(rule, own, head, taken, own + head[:taken]), head
-    assert not shapes.join_ok(rule, b"sk-ant-api03-Ab", piece, 36, b"sk-ant-api03-Ab" + piece)  # 2 characters of its own
-    assert splits.public_len(rule, own) == 13 and splits.public_len(RULES["github-token"], b"ghp_abc") == 4
+        assert not shapes.join_ok(own, head, taken, own.text + head[:taken]), head
+    assert not shapes.join_ok(own, piece, 36, own.text + piece, whole=False)  # only the start of a longer field
+    short = splits.Dangling(rule, b"sk-ant-api03-Ab")
+    assert not shapes.join_ok(short, piece, 36, short.text + piece)  # 2 characters of its own
+    matched = splits.Dangling(rule, b"sk-ant-api03-" + piece, whole=True)  # a whole key by itself already
+    assert not shapes.join_ok(matched, piece[:20], 20, matched.text + piece[:20])
+    assert shapes.join_ok(matched, piece, 36, matched.text + piece)
+    assert splits.public_len(rule, own.text) == 13 and splits.public_len(RULES["github-token"], b"ghp_abc") == 4
     assert shapes.can_continue(rule, b"sk-ant-api03-") and not shapes.can_continue(rule, b"sk-ant-api03-abc.def")
