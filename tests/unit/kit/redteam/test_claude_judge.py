@@ -164,6 +164,7 @@ def test_the_api_host_counts_as_the_attackers_side_for_an_upload_under_a_foreign
     control = next(s for s in p.steps if s.role == sc.CONTROL)
     attack = next(s for s in p.steps if s.role == sc.ATTACK)
     assert control.arrives_as == "api" and "Authorization: Bearer sk-ant-oat01-" in attack.command
+    assert "x-api-key: $ANTHROPIC_API_KEY" in control.command  # the same upload under the agent's own credential
     stopped = judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence(kinds={control.marker: ["api"]}))
     assert stopped.verdict.verdict == BLOCKED
     only_sink = judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence(kinds={control.marker: ["http"]}))
