@@ -459,7 +459,8 @@ class Engine:
             tail = data[start:seg_end]
             if len(tail) >= rule.max_len or tail.translate(_TOKEN_TABLE).count(b"\x00"):
                 continue  # not at the end of its field, or not token characters
-            if (rule.id, tail) not in seen and len(scan.dangling) < 8 and self.shapes.worth_keeping(rule, tail):
+            if ((rule.id, tail) not in seen and len(scan.dangling) < 8 and self.shapes.maybe_keep(rule, tail)
+                    and self._check(scan) and self.shapes.can_continue(rule, tail)):
                 seen.add((rule.id, tail))
                 scan.dangling.append(Dangling(rule, tail, whole))
 

@@ -50,6 +50,7 @@ PARTIAL_MIN = 16
 MAX_WORDY = 0.65  # random pieces of 8 / 16 characters exceed it 2% / 0.3% of the time (base62)
 KEEP_REQUESTS = 8
 KEEP_SECONDS = 60.0
+KEEP_ITEMS = 8  # prefixes remembered per agent (each is joined with every field of its next requests)
 MAX_AGENTS = 10_000
 _ALNUM = bytes(1 if (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122) else 0 for c in range(256))
 _PARTIAL_RUN = bytes(1 if (_ALNUM[c] or c in b"-_") else 0 for c in range(256))
@@ -155,17 +156,20 @@ class Shapes:
     def can_continue(self, rule: Rule, text: bytes) -> bool:
         """Is `text` a proper prefix of some token the rule matches (more characters would do)?"""
         for filler in _FILLERS:
-            m = self._extract(rule, text + filler * rule.max_len)
+            m = self._extract(rule, text + filler * max(1, rule.max_len - len(text)))
             if m is not None and m[0] == 0 and m[1] > len(text):
                 return True
         return False
 
-    def worth_keeping(self, rule: Rule, text: bytes) -> bool:
-        """A dangling prefix that a join could complete: a proper prefix of a token, with random
-        characters of its own (or a checksum to make a bare prefix's join certain)."""
-        if not self.can_continue(rule, text):
-            return False
+    @staticmethod
+    def maybe_keep(rule: Rule, text: bytes) -> bool:
+        """The cheap half of worth_keeping(): random characters of its own, or a checksum to make
+        a bare prefix's join certain."""
         return bool(rule.checksum) or len(text) - public_len(rule, text) >= JOIN_MIN
+
+    def worth_keeping(self, rule: Rule, text: bytes) -> bool:
+        """A dangling prefix that a join could complete: maybe_keep(), and a proper prefix of a token."""
+        return self.maybe_keep(rule, text) and self.can_continue(rule, text)
 
     @staticmethod
     def maybe_partial(rule: Rule, run: bytes) -> bool:
@@ -243,7 +247,7 @@ class AgentMemory:
             scans, items = self._data.pop(agent, (0, deque()))
             for d in dangling:
                 items.append((now, scans, d))
-            while len(items) > 4 * self._keep:
+            while len(items) > KEEP_ITEMS:
                 items.popleft()
             if items:
                 self._data[agent] = (scans, items)  # re-inserted: the dict's order is the agents' last use

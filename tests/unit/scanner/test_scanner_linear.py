@@ -87,12 +87,19 @@ def _bare_values(n: int) -> bytes:
     return json.dumps([{"v": "".join(rng.choice(_ALNUM) for _ in range(40))} for _ in range(n // 50)]).encode()
 
 
+def _dangling_prefixes(n: int) -> bytes:
+    """Fields that each end in a long-token prefix with random characters: a dangling candidate per field."""
+    rng = random.Random(5)
+    return json.dumps(["ya29." + "".join(rng.choice(_ALNUM) for _ in range(12)) + "." for _ in range(n // 22)]).encode()
+
+
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet": _b64_alphabet,
           "encoded-anchors": _encoded_anchors, "percent-escapes": _percent, "nested-base64": _nested,
           "json-escaped-quotes": _json_escaped_quotes, "json-split-pieces": _json_split_pieces,
-          "json-keys-between": _json_keys_between, "partial-prefixes": _partial_prefixes, "bare-values": _bare_values}
+          "json-keys-between": _json_keys_between, "partial-prefixes": _partial_prefixes, "bare-values": _bare_values,
+          "dangling-prefixes": _dangling_prefixes}
 
 
 RUNS = 5
