@@ -7,7 +7,10 @@ cage proxy (mitmdump + addon + the real scanner). Cases:
 - a small GET and a clean 1 MB POST (JSON shaped like an LLM request): latency
   p50 / p99 over keep-alive connections, the three targets interleaved in
   rounds so drift on a shared machine hits them alike;
-- requests per second with N concurrent clients (small GET).
+- requests per second with N concurrent clients (small GET);
+- CPU time per small GET of each proxy process (and of the scanner), from
+  /proc: steadier than latency on a loaded machine, where every wake-up of
+  another process waits for a CPU.
 
 Targets: small-request latency ratio cage / mitmdump <= 1.3; a clean 1 MB
 POST adds <= 20 ms at p99 over mitmdump. Every answer must be 200: a blocked
@@ -136,6 +139,22 @@ def throughput(upstream_port: int, proxy_port: int, concurrency: int, per_client
     return concurrency * per_client / elapsed
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_per_request(upstream_port: int, proxy_port: int, pids: dict[str, int], n: int) -> dict[str, float]:
+    """Microseconds of CPU per small GET sent through ``proxy_port``, per process in ``pids``."""
+    client = Client(upstream_port, proxy_port)
+    before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    for _ in range(n):
+        client.request("GET", "/cpu")
+    client.close()
+    return {name: (_cpu_seconds(pids[name]) - before[name]) / n * 1e6 for name in pids}
+
+
 def row(name: str, values: list[float]) -> str:
     return f"  {name:<10} p50 {statistics.median(values):8.2f} ms   p99 {percentile(values, 0.99):8.2f} ms   (n={len(values)})"
 
@@ -159,7 +178,7 @@ def run_in(args: argparse.Namespace, tmp: Path) -> int:
         scanner.start()
         cage.start()
         plain.start()
-        return report(args, upstream, cage, plain)
+        return report(args, upstream, cage, plain, scanner)
     finally:
         for p in (plain, cage, scanner):
             p.stop()
@@ -167,7 +186,7 @@ def run_in(args: argparse.Namespace, tmp: Path) -> int:
         sink.wait(10)
 
 
-def report(args: argparse.Namespace, upstream: Upstream, cage: Proxy, plain: Proxy) -> int:
+def report(args: argparse.Namespace, upstream: Upstream, cage: Proxy, plain: Proxy, scanner: ScannerService) -> int:
     clients = {
         "direct": Client(upstream.http_port, None),
         "mitmdump": Client(upstream.http_port, plain.port),
@@ -188,6 +207,12 @@ def report(args: argparse.Namespace, upstream: Upstream, cage: Proxy, plain: Pro
             print(row(target, values))
     for c in clients.values():
         c.close()
+    n = args.requests * 4
+    cpu = cpu_per_request(upstream.http_port, plain.port, {"mitmdump": plain.proc.pid}, n)
+    cpu |= cpu_per_request(upstream.http_port, cage.port, {"cage": cage.proc.pid, "its scanner": scanner.proc.pid}, n)
+    print(f"\nCPU per small GET (process time from /proc, {n} requests, one client)")
+    for name, value in cpu.items():
+        print(f"  {name:<12} {value:8.0f} us")
     per_client = max(20, args.requests // args.concurrency)
     rps = {name: throughput(upstream.http_port, p.port, args.concurrency, per_client) for name, p in (("mitmdump", plain), ("cage", cage))}
     print(f"\nthroughput, {args.concurrency} concurrent keep-alive clients, small GET")
