@@ -518,6 +518,7 @@ def test_an_unwritable_audit_log_blocks_allowed_requests(cage) -> None:
         ("mode", ["transparent"], "mode"),
         ("validate_inbound_headers", False, "validate_inbound_headers"),
         ("yolo_cage_scanner", "ftp://scanner", "yolo_cage_scanner"),
+        ("yolo_cage_scanner", "https://scanner:8000", "not an http:// base URL"),
         ("yolo_cage_agents", "/nonexistent/agents.json", "yolo_cage_agents"),
         ("yolo_cage_policy", "/nonexistent/policy.yaml", "yolo_cage_policy"),
     ],
