@@ -186,13 +186,25 @@ def test_two_cages_on_one_host_do_not_fight_over_the_top_of_input(fake: dict[str
     other_env = {**fake["env"], "YOLO_CAGE_BRIDGE_PREFIX": other_prefix}
     first = start(fake)
     second = start({**fake, "env": other_env})
-    try:
-        time.sleep(4)  # more than one re-check round of each
+    def settled() -> bool:
         input_rules = rules(fake)["iptables-nft"]["INPUT"]
-        assert input_rules.count(f"-i {PREFIX}+ -j {CHAIN}") == 1
-        assert input_rules[0] == f"-i {other_prefix}+ -j YC-{other_prefix[:-1]}"
-        assert netguard(fake, "check").returncode == 0
-        assert netguard({**fake, "env": other_env}, "check").returncode == 0
+        return (
+            input_rules.count(f"-i {PREFIX}+ -j {CHAIN}") == 1
+            and input_rules[0] == f"-i {other_prefix}+ -j YC-{other_prefix[:-1]}"
+            and netguard(fake, "check").returncode == 0
+            and netguard({**fake, "env": other_env}, "check").returncode == 0
+        )
+
+    try:
+        # Poll rather than sleep a fixed time: a loaded machine delays each re-check round.
+        deadline = time.monotonic() + 20
+        while not settled():
+            assert time.monotonic() < deadline, rules(fake)["iptables-nft"]["INPUT"]
+            time.sleep(0.5)
+        before = rules(fake)["iptables-nft"]["INPUT"]
+        time.sleep(7)  # two re-check rounds (3 s each) of both: neither moves the other
+        assert rules(fake)["iptables-nft"]["INPUT"] == before
+        assert settled()
     finally:
         for proc in (first, second):
             proc.send_signal(signal.SIGTERM)
