@@ -127,8 +127,7 @@ class Runtime:
         if self.decided(flow):
             return
         flow.metadata[DECISION] = decision
-        if decision.verdict is Verdict.ALLOW and decision.reason.startswith("unsafe-"):
-            log.warning("UNSAFE: %s allowed by %s (%s) request %s", flow.request.pretty_host, decision.rule, decision.reason, flow.id)
+        _warn_if_unsafe(decision, flow.request.pretty_host, flow.id)
         if respond and not decision.allowed:
             flow.response = refusal(decision, flow.id)
         self._audit(flow, decision, kind or ("connect" if flow.request.method == "CONNECT" else "http"), address)
@@ -207,6 +206,7 @@ class Runtime:
     def audit_message(self, flow: http.HTTPFlow, decision: Decision, index: int, size: int, scan: ScanInfo) -> bool:
         """Record a WebSocket message's decision; False when it could not be recorded."""
         req = flow.request
+        _warn_if_unsafe(decision, f"{req.pretty_host} websocket", f"{flow.id}.ws{index}")
         at, tolerated = flow.metadata.get(WS_PLACEHOLDERS, (-1, ()))
         event = audit.Event(
             request_id=f"{flow.id}.ws{index}",
@@ -249,3 +249,9 @@ def _client_text(conn: connection.Client) -> str:
         return ""
     host, port = peer[0], peer[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _warn_if_unsafe(decision: Decision, what: str, request_id: str) -> None:
+    """An allow that only an ``unsafe_*`` setting gave is logged loudly every time, not just audited."""
+    if decision.verdict is Verdict.ALLOW and decision.reason.startswith("unsafe-"):
+        log.warning("UNSAFE: %s allowed by %s (%s) request %s", what, decision.rule, decision.reason, request_id)

@@ -624,3 +624,35 @@ def test_upstream_alpn_offers_are_only_http_protocols(cage) -> None:
 
     server = run(main())
     assert server.error is None and server.alpn_offers == (b"h2", b"http/1.1")
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_every_fail_open_use_is_logged_loudly_for_requests_and_websocket_messages(cage, caplog, fail_open: bool) -> None:
+    from mitmproxy.websocket import WebSocketMessage
+    from wsproto.frame_protocol import Opcode
+
+    policy = POLICY.replace("scan:\n", "scan:\n  unsafe_fail_open: true\n") if fail_open else POLICY
+
+    async def main():
+        c = cage(policy=policy).configure()
+        ws = await c.send(request(path="/ws"))  # opened while the scanner still answers
+        ws.websocket = tflow.twebsocket(messages=False)
+        c.scanner.answer = ScanFailure("scanner-timeout", "test")
+        posts = [await c.send(request(method="POST", body=b"x")) for _ in range(2)]
+        for content in (b"one", b"two"):
+            ws.websocket.messages.append(WebSocketMessage(Opcode.TEXT, True, content))
+            await c.hook("websocket_message", ws)
+        return c, posts, ws
+
+    caplog.set_level("WARNING", logger="yolo_cage")
+    c, posts, ws = run(main())
+    unsafe = [r.getMessage() for r in caplog.records if r.getMessage().startswith("UNSAFE:")]
+    ws_lines = [line for line in c.audit() if line["kind"] == "websocket"]
+    if fail_open:  # each use passes, and each one says so in the proxy's log, not only in the audit
+        assert all(p.response is None for p in posts) and not any(m.dropped for m in ws.websocket.messages)
+        assert [line["reason"] for line in ws_lines] == ["unsafe-fail-open:scanner-timeout"] * 2
+        assert len(unsafe) == 4 and sum("websocket" in m for m in unsafe) == 2, unsafe
+    else:  # the control: closed, and nothing unsafe to shout about
+        assert [refusal(p)["reason"] for p in posts] == ["scanner-timeout"] * 2
+        assert all(m.dropped for m in ws.websocket.messages)
+        assert unsafe == []
