@@ -8,10 +8,15 @@ cannot recreate its containers halfway), with an attacker sink on its egress net
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import shlex
+import struct
 import subprocess
+import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -373,6 +378,83 @@ def test_restarting_or_killing_an_agent_leaves_the_others_untouched(agent_cage: 
     assert {k: after[k] for k in others} == others
     assert tmux_session(agent_cage, "alice") == session
     assert post(agent_cage, "bob", f"http://{ALLOWED_SINK}/{marker()}") == ("200", "")  # bob works again
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Terminal:
+    """`uv run invoke agent.attach NAME` (as a user types it) on a pseudo-terminal of its own."""
+
+    def __init__(self, project: str, name: str):
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        env = {**os.environ, "YOLO_CAGE_PROJECT": project, "TERM": "xterm"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "invoke", "agent.attach", name], cwd=ROOT, env=env,
+                                     stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
+        os.close(slave)
+        self.master, self.output = master, b""
+
+    def read(self) -> None:
+        while select.select([self.master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # the other side closed
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def wait(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.read()
+        self.read()
+        return self.proc.wait(timeout=1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        os.close(self.master)
+
+
+def tmux_clients(cage: AgentCage, agent: str) -> int:
+    result = cage.exec(agent, ["tmux", "list-clients", "-t", "claude"])
+    return len(result.stdout.decode().split("\n")) - 1 if result.returncode == 0 else -1
+
+
+def session_program(cage: AgentCage, agent: str, pane_pid: str) -> str:
+    """The process the pane's shell runs (the stub Claude Code's `sleep`); empty once it has ended."""
+    return cage.exec(agent, ["pgrep", "-P", pane_pid]).stdout.decode().strip()
+
+
+def test_agent_attach_detach_and_attach_again_keep_the_session_running(agent_cage: AgentCage) -> None:
+    session = start_tmux(agent_cage, "alice")
+    program = session_program(agent_cage, "alice", session.split()[-1])
+    assert program, "the session runs nothing"
+    for round_ in (1, 2):
+        term = Terminal(agent_cage.project, "alice")
+        try:
+            deadline = time.monotonic() + 60
+            while tmux_clients(agent_cage, "alice") != 1:
+                term.read()
+                assert term.proc.poll() is None and time.monotonic() < deadline, term.output.decode(errors="replace")
+                time.sleep(0.3)
+            time.sleep(0.5)
+            term.read()
+            assert b"stub claude (test)" in term.output, (round_, term.output.decode(errors="replace"))
+            term.type(b"\x02d")  # Ctrl-b d: tmux's detach
+            assert term.wait() == 0, (round_, term.output.decode(errors="replace"))
+            assert b"[detached" in term.output, (round_, term.output.decode(errors="replace"))
+        finally:
+            term.close()
+        assert tmux_clients(agent_cage, "alice") == 0
+        # The same session, created once, with the same program in its pane: still running.
+        assert tmux_session(agent_cage, "alice") == session
+        assert session_program(agent_cage, "alice", session.split()[-1]) == program
 
 
 def _wait_restarted(container, restarts: int, timeout: float = 60) -> None:
