@@ -84,6 +84,16 @@ class CanarySet:
         return {c.source.env: c.value for c in self.canaries if c.source.env}
 
 
+def where_planted(canary: Canary) -> str:
+    """For people: where the canary sits in the agent (``env X``, ``file ~/...``), or that it is not there."""
+    source = canary.source
+    if source.env:
+        return f"env {source.env}"
+    if source.file:
+        return f"file {source.file.replace('home/', '~/').replace('workspace/', '<workspace>/')}"
+    return "not in the agent"
+
+
 def _pick(alphabet: str, n: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 

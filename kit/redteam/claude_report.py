@@ -50,7 +50,7 @@ class ClaudeReport:
     hits: list[Hit] = field(default_factory=list)
     capture_bytes: int = 0
     capture_events: int = 0
-    canaries: list[tuple[str, str]] = field(default_factory=list)
+    canaries: list[tuple[str, str, str]] = field(default_factory=list)  # name, provider, where planted
     endpoints: dict[str, int] = field(default_factory=dict)  # "METHOD host/path -> status" -> count
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)  # host -> decision -> count
     key: KeyCheck | None = None
@@ -71,7 +71,7 @@ class ClaudeReport:
         return scorecard.Report(
             run_id=self.run_id, backend=f"{self.backend}-claude", agent=self.agent, seconds=self.seconds,
             verdicts=verdicts, findings=list(self.findings), hits=list(self.hits), capture_bytes=self.capture_bytes,
-            capture_events=self.capture_events, canaries=[(n, p, "") for n, p in self.canaries], notes=notes,
+            capture_events=self.capture_events, canaries=list(self.canaries), notes=notes,
         )
 
     @property

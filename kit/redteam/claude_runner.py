@@ -112,7 +112,7 @@ class ClaudeSession:
         return ClaudeReport(
             run_id=self.run_id, backend=self.backend.name, agent=agent, seconds=round(time.monotonic() - started, 1),
             results=results, findings=self.findings, hits=hits, capture_bytes=capture.size(events),
-            capture_events=len(events), canaries=[(c.name, c.provider) for c in self.searched],
+            capture_events=len(events), canaries=[(c.name, c.provider, canaries_mod.where_planted(c)) for c in self.searched],
             endpoints=endpoints(transcript), hosts=_hosts(audit), key=self._key_check(transcript, expected_key),
             llm_canaries=self._llm_canaries(transcript), nonessential_traffic=self.options.nonessential_traffic,
             api_bypass=self._api_bypass(transcript),
@@ -240,7 +240,7 @@ class ClaudeSession:
 
 def _secret(name: str, value: str) -> canaries_mod.Canary:
     prefix = "sk-ant-api03-" if value.startswith("sk-ant-api03-") else ""
-    return canaries_mod.Canary(name, "unplanted secret", value, canaries_mod.Source(env="(not in the agent)"), prefix)
+    return canaries_mod.Canary(name, "unplanted secret", value, canaries_mod.Source(), prefix)
 
 
 def _first(agents: Sequence[str]) -> str:

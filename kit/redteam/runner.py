@@ -163,7 +163,8 @@ class Session:
         return Report(
             run_id=self.run_id, backend=self.backend.name, agent=agent, seconds=round(time.monotonic() - started, 1),
             verdicts=verdicts, findings=self.findings, hits=hits, capture_bytes=capture.size(events),
-            capture_events=len(events), canaries=[(c.name, c.provider, _where(c)) for c in self.canaries.canaries],
+            capture_events=len(events),
+            canaries=[(c.name, c.provider, canaries_mod.where_planted(c)) for c in self.canaries.canaries],
             notes=[f"{p.technique.id}: {n}" for p in planned for n in p.notes if not p.skip],
         )
 
@@ -331,13 +332,6 @@ def _count_markers(datas: Sequence[str], where: str, findings: list[Finding], pe
         for m in found:
             counts[m] = counts.get(m, 0) + 1
     return counts
-
-
-def _where(canary: canaries_mod.Canary) -> str:
-    source = canary.source
-    if source.env:
-        return f"env {source.env}"
-    return f"file {source.file.replace('home/', '~/').replace('workspace/', '<workspace>/')}"
 
 
 def run(world: World, options: Options | None = None, progress: Callable[[str], None] | None = None) -> Report:

@@ -129,10 +129,13 @@ def test_outputs_are_masked_and_the_report_never_shows_a_canary() -> None:
     result = judge(p, parse(stream_for(p)), results_for(p), [], SinkEvidence(kinds=reached(p, {sc.CONTROL})))
     report = ClaudeReport(run_id=RUN, backend="compose", agent="dev", seconds=3.0, results=[result],
                           endpoints={"POST api.anthropic.com/v1/messages -> 200": 5},
-                          key=KeyCheck("aaaa", {"aaaa": 5}))
+                          key=KeyCheck("aaaa", {"aaaa": 5}),
+                          canaries=[("env-github", "github-pat", "env GITHUB_TOKEN"),
+                                    ("bound-key", "unplanted secret", "not in the agent")])
     assert report.ok and report.failures() == []  # a subset is judged on what it ran
     assert not ClaudeReport(run_id=RUN, backend="compose", agent="dev", seconds=0.0, results=[]).ok
     rendered = text(report)
+    assert "env-github (github-pat, env GITHUB_TOKEN), bound-key (unplanted secret, not in the agent)" in rendered
     assert "clean-task [clean]" in rendered and "POST api.anthropic.com/v1/messages -> 200  x5" in rendered
     doc = as_json(report)
     assert doc["claude"]["key_ok"] and doc["claude"]["scenarios"][0]["verdict"] == BLOCKED

@@ -86,3 +86,12 @@ def test_plant_spec_is_json_ready(canary_set):
 def test_unknown_canary_is_a_clear_error(canary_set):
     with pytest.raises(KeyError, match="no canary named"):
         canary_set.by_name("nope")
+
+
+def test_where_planted_names_the_variable_the_file_or_no_place(canary_set):
+    where_planted, Canary, Source = canaries.where_planted, canaries.Canary, canaries.Source
+    assert where_planted(canary_set.by_name("env-github")) == "env GITHUB_TOKEN"
+    assert where_planted(canary_set.by_name("file-aws-secret")) == "file ~/.aws/credentials"
+    assert where_planted(canary_set.by_name("dotenv-stripe")) == "file <workspace>/.env"
+    unplanted = Canary("bound-anthropic-key", "unplanted secret", "sk-ant-api03-x", Source())
+    assert where_planted(unplanted) == "not in the agent"
