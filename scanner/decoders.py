@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from urllib.parse import unquote_to_bytes
 
 _B64_ALPHA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
@@ -29,6 +30,7 @@ def _membership(alphabet: bytes) -> bytes:
 _IN_B64 = _membership(_B64_ALPHA + _WRAP)
 _IN_B32 = _membership(_B32_ALPHA + _WRAP)
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # base64 `H4sI` at a group boundary: where `gzip | base64` starts
 
 
 def _run(buf: bytes, start: int, end: int, radius: int, table: bytes) -> tuple[int, int]:
@@ -59,6 +61,43 @@ def group_decode(buf: bytes, start: int, end: int, phase: int, radius: int, fami
         return lo, hi, binascii.a2b_base64(body.translate(_URL_TO_STD))
     except (binascii.Error, ValueError):
         return None
+
+
+def gzip_base64_decode(buf: bytes, start: int, reach: int, max_out: int) -> tuple[int, int, bytes] | None:
+    """`gzip | base64` (either alphabet): the run that starts at the gzip header's encoding, inflated.
+
+    The compressed stream holds nothing a pattern can match, so the run is decoded from the
+    header on, every gzip member in it (`cat a.gz b.gz`). Bounded: at most `reach` characters
+    are read and `max_out` bytes inflated; a stream cut short (by the bound or on purpose)
+    still gives what it holds up to the cut."""
+    hi = _run_end(buf, start, min(len(buf), start + reach), _IN_B64)
+    try:
+        raw = binascii.a2b_base64(_pad(_strip(buf[start:hi], _WRAP), 4).translate(_URL_TO_STD))
+    except (binascii.Error, ValueError):
+        return None
+    out = b""
+    while raw.startswith(_GZIP_MAGIC) and len(out) < max_out:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(raw, max_out - len(out))
+        except zlib.error:
+            break
+        raw = inflater.unused_data
+    return (start, hi, out) if out else None
+
+
+def _run_end(buf: bytes, start: int, limit: int, table: bytes, step: int = 1024) -> int:
+    """End of the run of alphabet bytes from `start` (at most `limit`), read a step at a time:
+    a short run costs a short read, however far `limit` is."""
+    pos = start
+    while pos < limit:
+        marks = buf[pos : min(limit, pos + step)].translate(table)
+        stop = marks.find(b"\x00")
+        if stop >= 0:
+            return pos + stop
+        pos += len(marks)
+        step *= 2
+    return limit
 
 
 def _pad(body: bytes, group: int) -> bytes:

@@ -28,7 +28,7 @@ from scanner.encodings import B32, B64, B64URL, HEX, REVERSED
 from scanner.findings import FINGERPRINT as SRC_FINGERPRINT
 from scanner.findings import HEURISTIC, PATTERN
 from scanner.findings import Finding, Fingerprinter, ScanIssue, preview
-from scanner.matcher import ANCHOR, ESCAPE, FINGERPRINT, PERCENT, PREFIX, RAW, RULE, TRIGGER, Entry, Matcher
+from scanner.matcher import ANCHOR, ESCAPE, FINGERPRINT, GZIP64, PERCENT, PREFIX, RAW, RULE, TRIGGER, Entry, Matcher
 from scanner.rawjson import SEPARATOR, WINDOW, Local, Piece, RawJson, Window, decoded_view, enumish, escaped, local_views
 from scanner.rules import GENERIC_KEYWORD_RULE, Rule
 from scanner.segments import View
@@ -51,7 +51,11 @@ _TOKEN_TABLE = bytes(1 if c else 0 for c in _TOKEN_CHARS)
 Origin = tuple[int, int, int]  # decoded window's (start, end) in the top-level buffer, and the hit there
 Head = tuple[bytes, Callable[[], str], bool]  # the first bytes of a field, its location, the whole field?
 _GROUP = {B64: 4, B64URL: 4, B32: 8}
-_TRIGGER_LEN = {PERCENT: 3, ESCAPE: 4}  # shortest trigger (\xXX); \u00XX hits are 6 long
+_TRIGGER_LEN = {PERCENT: 3, ESCAPE: 4, GZIP64: 4}  # shortest trigger (\xXX); \u00XX hits are 6 long
+# `gzip | base64`: base64 characters read from the header on, and bytes inflated from them, per hit
+# (inflated bytes count against the scan's decode budget like every decoded window)
+GZIP_REACH = 64 << 10
+GZIP_MAX_OUT = 256 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +410,8 @@ class Engine:
             prev = done.get(key)
             if prev and (prev[0] == 0 or prev[0] + MARGIN <= start) and (prev[1] == len(data) or end <= prev[1] - MARGIN):
                 continue
+            if family == GZIP64 and prev and prev[0] <= start < prev[1]:
+                continue  # inside a run already inflated from its first header on
             got = self._decode(data, start, end, entry)
             if got is None:
                 continue
@@ -431,6 +437,8 @@ class Engine:
         if family == HEX:
             assert entry.form is not None
             return decoders.hex_decode(data, start, end, entry.form.separator, RADIUS)
+        if family == GZIP64:
+            return decoders.gzip_base64_decode(data, start, GZIP_REACH, GZIP_MAX_OUT)
         if family == PERCENT:
             return decoders.percent_decode(data, start, end, RADIUS)
         if family == ESCAPE:
@@ -524,6 +532,8 @@ def _reach(entry: Entry) -> tuple[int, int]:
         return 4 * WINDOW, 4 * WINDOW  # a token escaped character by character is 6 times its length
     if entry.kind is RAW and entry.family == jsontriggers.KEYED:
         return 256, 512  # the key before, the start of its value after
+    if entry.kind is TRIGGER and entry.family == GZIP64:
+        return WINDOW, GZIP_REACH  # the compressed stream runs on from its header
     if entry.kind in (ANCHOR, TRIGGER, FINGERPRINT) or entry.rule is None:
         return WINDOW, WINDOW
     match = entry.rule.max_len + 64
@@ -565,7 +575,7 @@ def _bind_location(view: View, part: int, value: int) -> Callable[[], str]:
 
 
 _NAME = {B64: "base64", B64URL: "base64", B32: "base32", HEX: "hex", PERCENT: "url-encoded", ESCAPE: "unicode-escaped",
-         REVERSED: "reversed"}
+         REVERSED: "reversed", GZIP64: "gzip-base64"}
 
 
 def _window_key(family: str, start: int, entry: Entry) -> tuple[str, int, str]:

@@ -34,6 +34,7 @@ RAW = "raw"  # a trigger of the raw JSON pass only (scanner/jsontriggers.py); ig
 
 PERCENT = "percent"
 ESCAPE = "escape"
+GZIP64 = "gzip-base64"
 
 # %XX / \uXXXX / \xXX escapes of letters, digits, '-' and '_': RFC 3986 and every
 # JSON encoder leave these characters alone, so only a deliberate obfuscation
@@ -44,6 +45,7 @@ TRIGGERS = (
     (PERCENT, r"%25" + _ALNUM_HEX),  # encoded twice
     (ESCAPE, r"\\u00" + _ALNUM_HEX),
     (ESCAPE, r"\\x" + _ALNUM_HEX),
+    (GZIP64, r"H4sI"),  # a gzip header (1f 8b 08) in base64: inflate the run it starts
 )
 
 MIN_ANCHOR = 5  # short anchors are lengthened with their rule's `expand` class up to this
@@ -228,4 +230,4 @@ def count_literals(rules: Iterable[Rule]) -> int:
 
 
 __all__ = ["Matcher", "RuleSet", "Entry", "FingerprintLiteral", "RULE", "ANCHOR", "PREFIX", "TRIGGER", "FINGERPRINT", "RAW",
-           "PERCENT", "ESCAPE", "B64", "B64URL", "B32", "HEX", "REVERSED"]
+           "PERCENT", "ESCAPE", "GZIP64", "B64", "B64URL", "B32", "HEX", "REVERSED"]

