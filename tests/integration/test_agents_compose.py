@@ -383,14 +383,24 @@ def test_restarting_or_killing_an_agent_leaves_the_others_untouched(agent_cage: 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Terminal:
-    """`uv run invoke agent.attach NAME` (as a user types it) on a pseudo-terminal of its own."""
+def task_env(project: str) -> dict[str, str]:
+    """The environment a user's `uv run invoke ...` would have for this cage (the state dir is the fixture's)."""
+    return {**os.environ, "YOLO_CAGE_PROJECT": project, "TERM": "xterm"}
 
-    def __init__(self, project: str, name: str):
+
+def invoke(project: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """An `invoke` task as typed, without a terminal."""
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=task_env(project),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+class Terminal:
+    """An `invoke` task (as a user types it, e.g. agent.attach NAME) on a pseudo-terminal of its own."""
+
+    def __init__(self, project: str, *args: str):
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        env = {**os.environ, "YOLO_CAGE_PROJECT": project, "TERM": "xterm"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "invoke", "agent.attach", name], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=task_env(project),
                                      stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
         os.close(slave)
         self.master, self.output = master, b""
@@ -436,7 +446,7 @@ def test_agent_attach_detach_and_attach_again_keep_the_session_running(agent_cag
     program = session_program(agent_cage, "alice", session.split()[-1])
     assert program, "the session runs nothing"
     for round_ in (1, 2):
-        term = Terminal(agent_cage.project, "alice")
+        term = Terminal(agent_cage.project, "agent.attach", "alice")
         try:
             deadline = time.monotonic() + 60
             while tmux_clients(agent_cage, "alice") != 1:
@@ -455,6 +465,32 @@ def test_agent_attach_detach_and_attach_again_keep_the_session_running(agent_cag
         # The same session, created once, with the same program in its pane: still running.
         assert tmux_session(agent_cage, "alice") == session
         assert session_program(agent_cage, "alice", session.split()[-1]) == program
+
+
+def test_agent_list_logs_and_shell_as_typed(agent_cage: AgentCage) -> None:
+    p = agent_cage.project
+    listing = invoke(p, "agent.list")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:] if line.strip()}
+    assert rows["alice"][:5] == ["alice", "agent.new", "feature/alice", "running", "healthy"], listing.stdout
+    assert rows["dev"][:2] == ["dev", "settings"], listing.stdout
+    # Something alice's main process prints reaches her logs, and only hers (control: bob's).
+    said = marker()
+    assert agent_cage.exec("alice", ["sh", "-c", f"echo {said} > /proc/1/fd/1"]).returncode == 0
+    logs = {name: invoke(p, "agent.logs", name, "--tail", "50") for name in ("alice", "bob")}
+    assert logs["alice"].returncode == 0 and said in logs["alice"].stdout + logs["alice"].stderr, logs["alice"]
+    assert said not in logs["bob"].stdout + logs["bob"].stderr
+    # A shell in alice, as dev, with her identity; it ends when the user exits.
+    term = Terminal(p, "agent.shell", "alice")
+    try:
+        time.sleep(2)
+        term.type(b"echo shell-$(id -u)-$(id -un)-$YOLO_CAGE_AGENT-$(pwd); exit\r")
+        assert term.wait(60) == 0, term.output.decode(errors="replace")
+    finally:
+        term.close()
+    assert b"shell-1000-dev-alice-/workspace" in term.output, term.output.decode(errors="replace")
+    unknown = invoke(p, "agent.shell", "nobody")
+    assert unknown.returncode == 1 and "no agent named 'nobody'" in unknown.stderr and "alice" in unknown.stderr
 
 
 def _wait_restarted(container, restarts: int, timeout: float = 60) -> None:
