@@ -24,7 +24,7 @@ import yaml
 
 from kit import agents, ca, console, credentials, kindcluster, kindrender, state
 from kit.backend import Backend, CageStatus, Component, ExecResult
-from kit.errors import BackendError, CageError, PrerequisiteError
+from kit.errors import BackendError, CageError, PrerequisiteError, RunError
 from kit.names import LABEL_AGENT, LABEL_ROLE, PROXY_PORT, image_ref
 from kit.runner import run
 from kit.settings import Settings
@@ -96,7 +96,15 @@ class KindBackend(Backend):
         return agents.with_added(self.settings)
 
     def cluster_exists(self) -> bool:
-        out = run(["kind", "get", "clusters"], echo=False).stdout.split()
+        try:
+            out = run(["kind", "get", "clusters"], echo=False).stdout.split()
+        except RunError as exc:
+            if exc.returncode is None:  # not installed: say what the backend needs, not a bare command failure
+                raise PrerequisiteError(
+                    "kind is not installed: the kind backend needs kind (v0.27.0 or newer), kubectl and Docker "
+                    "(README, 'Kubernetes (kind)')"
+                ) from None
+            raise
         return self.cluster in out
 
     # --- up -------------------------------------------------------------------------

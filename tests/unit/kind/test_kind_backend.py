@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kit import kind, kindcluster, settings
-from kit.errors import CageError, ConfigError, RunError, StepError
+from kit.errors import CageError, ConfigError, PrerequisiteError, RunError, StepError
 from kit.runner import Result
 
 DIGEST = "kindest/node:v1.32.2@sha256:" + "a" * 64
@@ -236,6 +236,22 @@ def test_down_keeps_data_unless_asked(backend):
     assert any("delete" in c and "app.kubernetes.io/part-of=yolo-cage" in c for c in fake.commands)
     b.down(remove_data=True)
     assert "yolo-cage" not in fake.clusters
+
+
+def test_without_kind_status_and_down_say_what_the_backend_needs(backend, monkeypatch):
+    b, _ = backend()
+
+    def missing(argv, **kw):
+        raise RunError(argv, None, "", f"{argv[0]} not found on PATH")
+
+    monkeypatch.setattr(kind, "run", missing)
+    for call in (b.status, b.down, b.agents):
+        with pytest.raises(PrerequisiteError, match="kind is not installed: the kind backend needs kind"):
+            call()
+    # A failing kind (installed, but broken) stays the command's own error.
+    monkeypatch.setattr(kind, "run", lambda argv, **kw: (_ for _ in ()).throw(RunError(argv, 1, "boom")))
+    with pytest.raises(RunError):
+        b.status()
 
 
 def test_registry_binds_each_agent_to_its_token_hash():
