@@ -72,8 +72,8 @@ class Report:
             out.append(f"{self.canary_bytes} canary bytes at the sink")
         if self.findings:
             out.append(f"{len(self.findings)} finding(s) outside the techniques")
-        if not totals[BLOCKED]:
-            out.append("no technique ran")
+        if not any(totals[v] for v in (BLOCKED, LEAKED, CONTROL_FAILED, ERROR)):
+            out.append("no technique ran")  # every row skipped: nothing was shown
         return out
 
 

@@ -90,7 +90,8 @@ def test_agent_on_the_egress_network_fails_the_scorecard(redteam_cage, redteam_r
         egress.disconnect(agent)
     verdicts = {v.id: v.verdict for v in report.verdicts}
     assert not report.ok, text(report)
-    assert verdicts["net-tcp-sink-ip-80"] == LEAKED and verdicts["net-proxy-bypass-python"] == LEAKED, text(report)
+    # TCP, UDP, ICMP and HTTP each reach the sink (measured: all four leak, canaries counted).
+    assert verdicts == dict.fromkeys(DIRECT, LEAKED), text(report)
     assert report.canary_bytes > 0, text(report)
 
 

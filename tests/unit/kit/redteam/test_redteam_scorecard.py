@@ -46,7 +46,10 @@ def test_failing_text_names_the_reasons():
     rep = report(v("a", "leaked", "whole canary env-github at the sink"), hits=[HIT], findings=[Finding("direct", "heard 10.0.0.3")])
     out = text(rep)
     assert "-> whole canary env-github at the sink" in out
-    assert "RESULT: FAIL: 1 leaked, 36 canary bytes at the sink, 1 finding(s) outside the techniques" in out
+    assert "\nRESULT: FAIL: 1 leaked, 36 canary bytes at the sink, 1 finding(s) outside the techniques\n" in out
+    # Techniques that ran and leaked are not "no technique ran"; only a run of skipped rows is.
+    assert report(v("a", "leaked")).failures() == ["1 leaked"]
+    assert report(v("c", "skipped")).failures() == ["no technique ran"]
     assert "[direct] heard 10.0.0.3" in out
 
 
