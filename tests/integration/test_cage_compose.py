@@ -107,6 +107,12 @@ def test_agent_cannot_reach_the_docker_host_by_any_of_its_addresses(
     # The scanner's and the proxy's bridges are closed to the host too (neither needs the host).
     assert not_open(compose_cage.probe_from("scanner", [(g, port) for g in gateways] + [(docker0, port)])) == {}
     assert not_open(compose_cage.probe_from("proxy", [(g, port) for g in gateways])) == {}
+    # Over IPv6 too (the test cage's egress network has IPv6): ip6tables' rule. Control: the proxy
+    # reaches the sink over IPv6 through the same bridge in the same probe.
+    sink6 = compose_cage.sink.ip6
+    from_proxy6 = compose_cage.probe_from("proxy", [(sink6, 80)] + [(a, port) for a in v6])
+    assert from_proxy6.pop(f"{sink6}:80") == "open"
+    assert len(from_proxy6) == len(v6) and not_open(from_proxy6) == {}, from_proxy6
     assert host_listener.peers[seen_before:] == []
 
 
