@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanner.encodings import Form, all_forms
+from scanner.encodings import Form, all_forms, base64_forms, hex_forms
 from scanner.errors import ConfigError
 from scanner.matcher import FingerprintLiteral
 
@@ -100,10 +100,19 @@ def fragments(value: bytes) -> list[bytes]:
     return [value[i : i + FRAGMENT] for i in starts]
 
 
+def second_layer_forms(value: bytes) -> list[Form]:
+    """Base64 of base64, base64 of hex and hex of base64 of a whole value: its encoded text is long
+    and specific, so the second encoding's determined runs are literals of their own. (Cheap for a
+    few operator secrets; for every provider anchor it would multiply the rules' database.)"""
+    b64 = [f.text for f in base64_forms(value)]
+    hexed = [f.text for f in hex_forms(value) if not f.separator]  # plain hex, lower and upper case
+    return [g for t in b64 + hexed for g in base64_forms(t, min_chars=MIN_SECRET)] + [g for t in b64 for g in hex_forms(t)]
+
+
 def literals(secrets: tuple[Secret, ...]) -> list[FingerprintLiteral]:
     out: list[FingerprintLiteral] = []
     for s in secrets:
-        for form in all_forms(s.value, plain=True):
+        for form in all_forms(s.value, plain=True) + second_layer_forms(s.value):
             out.append(FingerprintLiteral(s.name, form, fragment=False))
         for frag in fragments(s.value):
             out.append(FingerprintLiteral(s.name, Form(frag, "plain"), fragment=True))

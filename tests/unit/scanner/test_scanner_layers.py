@@ -296,6 +296,9 @@ def test_operator_secret_in_encodings_and_fragments(tmp_path: Path) -> None:
     cases = {
         "plain": value, "base64": base64.b64encode(value.encode()).decode(), "hex": value.encode().hex(),
         "reversed": value[::-1], "fragment": value[5:22], "url-encoded": "".join(f"%{b:02x}" for b in value.encode()),
+        "base64-of-base64": base64.b64encode(base64.b64encode(f"pw={value}".encode())).decode(),
+        "base64-of-hex": base64.b64encode(value.encode().hex().encode()).decode(),
+        "hex-of-base64": base64.b64encode(f"k:{value}".encode()).hex(),
     }
     for name, text in cases.items():
         result = sc.scan_request(ScanRequest(headers=JSON, body=_msg(text)))
