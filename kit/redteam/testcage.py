@@ -21,8 +21,10 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kit import console, state
 from kit.errors import CageError
@@ -38,6 +40,8 @@ SINK_ALIASES = (
 AGENTS = ("dev", "peer")
 SINK_HOST = 200  # the sink's address within the egress subnet
 READY_TIMEOUT = 60.0
+# (docker client, image, **containers.run keyword arguments) -> a started docker container
+ContainerRunner = Callable[..., Any]
 
 
 @dataclass
@@ -86,8 +90,13 @@ class TestCage:
                     _remove_quietly(network)
 
 
-def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = AGENTS, build: bool = True) -> TestCage:
-    """Bring up a red-team cage named ``project``; on failure nothing is left behind."""
+def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = AGENTS, build: bool = True,
+          run_container: ContainerRunner | None = None) -> TestCage:
+    """Bring up a red-team cage named ``project``; on failure nothing is left behind.
+
+    ``run_container(client, image, **kwargs)`` starts the sink (default: the Docker
+    SDK's ``containers.run``; the pytest suite passes testcontainers' runner).
+    """
     from kit.compose import ComposeBackend, docker_client
 
     client = docker_client()
@@ -101,7 +110,7 @@ def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = 
     settings = _settings(project, agents)
     if build:
         _ensure_images(client, settings)
-    sink, side = _start_sink(client, project, run_id, labels, sink_ip, settings.images.tag)
+    sink, side = _start_sink(client, project, labels, sink_ip, settings.images.tag, run_container or _sdk_run)
     backend = None
     try:
         ca_pem = _wait_ready(sink)
@@ -198,11 +207,15 @@ def free_subnet(client) -> ipaddress.IPv4Network:
     raise CageError("no free /24 left in 10.214.0.0/16 for the red team's egress network")
 
 
-def _start_sink(client, project: str, run_id: str, labels: dict[str, str], sink_ip: str, tag: str):
+def _sdk_run(client, image: str, **kwargs):
+    return client.containers.run(image, detach=True, **kwargs)
+
+
+def _start_sink(client, project: str, labels: dict[str, str], sink_ip: str, tag: str, run_container: ContainerRunner):
     side = client.networks.create(f"{project}-sink-side", driver="bridge", internal=True, labels=dict(labels))
     try:
-        sink = client.containers.run(
-            image_ref("sink", tag), name=f"{project}-sink", detach=True, network=side.name,
+        sink = run_container(
+            client, image_ref("sink", tag), name=f"{project}-sink", network=side.name,
             environment={"SINK_DNS_ANSWER": sink_ip},
             cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE", "NET_RAW"], security_opt=["no-new-privileges:true"],
             labels={**labels, LABEL_ROLE: "sink", "yolo-cage.project": project},

@@ -22,13 +22,13 @@ import socket
 import string
 import tarfile
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kit.backend import ExecResult
 from kit.names import LABEL_ROLE, LABEL_TEST, image_ref
+from tests import containers as test_containers
 
 # Names the sink answers to on the egress network. The first is not on any
 # blocklist (clean requests go there); pastebin.com is on the seed blocklist.
@@ -124,30 +124,23 @@ class Sink:
     @classmethod
     def start(cls, client, run_id: str, labels: dict[str, str]) -> Sink:
         side = client.networks.create(f"yct-{run_id}-side", driver="bridge", labels=dict(labels))
-        container = client.containers.run(
-            image_ref("sink"),
-            name=f"yct-{run_id}-sink",
-            detach=True,
-            network=side.name,
-            cap_drop=["ALL"],
-            cap_add=["NET_BIND_SERVICE", "NET_RAW"],
-            security_opt=["no-new-privileges:true"],
-            labels={**labels, LABEL_ROLE: "sink"},
-        )
+        try:
+            container = test_containers.run(
+                image_ref("sink"),
+                name=f"yct-{run_id}-sink",
+                labels={**labels, LABEL_ROLE: "sink"},
+                ready_log="yolo-cage sink ready",
+                network=side.name,
+                cap_drop=["ALL"],
+                cap_add=["NET_BIND_SERVICE", "NET_RAW"],
+                security_opt=["no-new-privileges:true"],
+            )
+        except BaseException:
+            side.remove()
+            raise
         sink = cls(container=container, side_network=side, ca_pem=b"")
-        sink.ca_pem = sink._wait_ready()
+        sink.ca_pem = sink.read("/capture/sink-ca.crt")
         return sink
-
-    def _wait_ready(self, timeout: float = 60) -> bytes:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.container.reload()
-            if self.container.status == "exited":
-                raise AssertionError(f"the sink exited: {self.container.logs().decode(errors='replace')}")
-            if b"yolo-cage sink ready" in self.container.logs():
-                return self.read("/capture/sink-ca.crt")
-            time.sleep(0.3)
-        raise AssertionError(f"the sink did not become ready: {self.container.logs().decode(errors='replace')}")
 
     def join_egress(self, client, network: str, egress4, egress6, names: Iterable[str]) -> None:
         """Join the cage's egress network at fixed addresses, under paste-site names."""

@@ -17,14 +17,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import io
 import ipaddress
 import json
 import os
 import secrets
 import string
-import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ import pytest
 
 from kit.backend import ExecResult
 from kit.names import LABEL_ROLE, image_ref
+from tests import containers as test_containers
 from tests.integration.cagekit import SINK_NAMES, Sink, free_subnets, marker, run_probe
 from tests.integration.cagekit import _blobs as sink_blobs
 
@@ -69,46 +67,30 @@ class GitServer(Sink):
     @classmethod
     def start(cls, client, run_id: str, labels: dict[str, str], secrets_: dict[str, str], tag: str) -> GitServer:  # type: ignore[override]
         side = client.networks.create(f"yct-{run_id}-gside", driver="bridge", labels=dict(labels))
-        container = client.containers.create(
-            image_ref("gitserver", tag),
-            name=f"yct-{run_id}-gitserver",
-            network=side.name,
-            environment={
-                "GITSERVER_REPOS": "acme/widgets acme/other",
-                "GITSERVER_PUBLIC_REPOS": "lib/public",
-                "GITSERVER_API_HOSTS": " ".join(API_NAMES),
-            },
-            cap_drop=["ALL"],
-            cap_add=["NET_BIND_SERVICE"],
-            security_opt=["no-new-privileges:true"],
-            labels={**labels, LABEL_ROLE: "gitserver"},
-        )
+        try:
+            container = test_containers.run(
+                image_ref("gitserver", tag),
+                name=f"yct-{run_id}-gitserver",
+                labels={**labels, LABEL_ROLE: "gitserver"},
+                ready_log="yolo-cage gitserver ready",
+                environment={
+                    "GITSERVER_REPOS": "acme/widgets acme/other",
+                    "GITSERVER_PUBLIC_REPOS": "lib/public",
+                    "GITSERVER_API_HOSTS": " ".join(API_NAMES),
+                },
+                # The tokens the server accepts, in place before it starts (never in its environment).
+                files=[(f"/run/gitserver/{name}", value.encode() + b"\n", 0o400) for name, value in secrets_.items()],
+                network=side.name,
+                cap_drop=["ALL"],
+                cap_add=["NET_BIND_SERVICE"],
+                security_opt=["no-new-privileges:true"],
+            )
+        except BaseException:
+            side.remove()
+            raise
         server = cls(container=container, side_network=side, ca_pem=b"")
-        for name, value in secrets_.items():
-            server.put(f"/run/gitserver/{name}", value.encode() + b"\n")
-        container.start()
-        server.ca_pem = server._wait_ready()
+        server.ca_pem = server.read("/capture/gitserver-ca.crt")
         return server
-
-    def put(self, path: str, data: bytes) -> None:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            info = tarfile.TarInfo(os.path.basename(path))
-            info.size, info.mode = len(data), 0o400
-            tar.addfile(info, io.BytesIO(data))
-        self.container.put_archive(os.path.dirname(path), buf.getvalue())
-
-    def _wait_ready(self, timeout: float = 60) -> bytes:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.container.reload()
-            logs = self.container.logs()
-            if self.container.status == "exited" or b"yolo-cage gitserver ready" in logs:
-                break
-            time.sleep(0.3)
-        if b"yolo-cage gitserver ready" not in self.container.logs():
-            raise AssertionError(f"the gitserver did not become ready: {self.container.logs().decode(errors='replace')}")
-        return self.read("/capture/gitserver-ca.crt")
 
     def requests(self) -> list[dict[str, Any]]:
         lines = self.read("/capture/requests.jsonl").decode().splitlines()

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from kit.redteam import cli, runner, scorecard, testcage
+from tests import containers as test_containers
 from kit.redteam.compose_world import ComposeWorld
 
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 RUN_ID = f"rt{time.strftime('%m%d%H%M%S')}{secrets.token_hex(2)}"
 _SCORECARDS: list[str] = []
 
@@ -31,7 +31,8 @@ def redteam_cage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testcage.
     os.environ["YOLO_CAGE_STATE_DIR"] = str(tmp_path_factory.mktemp("redteam-state"))
     cage = None
     try:
-        cage = testcage.start(f"ycrt-{RUN_ID}", run_id=RUN_ID)
+        # The attacker's sink is a testcontainers container; the cage is the product's own Compose bring-up.
+        cage = testcage.start(f"ycrt-{RUN_ID}", run_id=RUN_ID, run_container=test_containers.run_detached)
         yield cage
     finally:
         try:

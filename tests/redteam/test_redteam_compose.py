@@ -65,6 +65,13 @@ def test_scorecard_reports_are_written(redteam_report):
     assert "RESULT:" in stem.with_suffix(".txt").read_text()
 
 
+def test_the_sink_is_a_testcontainers_container_labelled_for_this_run(redteam_cage):
+    # The attacker's world is started through testcontainers; clean-up relies on our own label.
+    labels = redteam_cage.sink.labels
+    assert labels.get("org.testcontainers") == "true"
+    assert labels.get("yolo-cage.test") == redteam_cage.run_id
+
+
 def test_controls_all_pass(redteam_report):
     failed = [v for v in redteam_report.verdicts if v.verdict in ("control-failed", "error")]
     assert not failed, "\n".join(f"{v.id}: {v.verdict}: {v.detail}" for v in failed)
