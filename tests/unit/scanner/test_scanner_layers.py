@@ -215,6 +215,7 @@ TRANSFORMS = {
     "split-non-adjacent": lambda t: json.dumps({"a": t[:20], "n": 5, "z": "other text", "b": [t[20:]]}).encode(),
     # `gzip | base64`: nothing of the token is left to match until the stream is inflated
     "base64-of-gzip": lambda t: _msg(base64.b64encode(gzip.compress(f"TOKEN={t}\n".encode())).decode()),
+    "base64-lines-of-gzip": lambda t: _msg(base64.encodebytes(gzip.compress(f"{_ENV_LINES}TOKEN={t}\n".encode())).decode()),
     "base64url-of-gzip-in-text": lambda t: json.dumps({"cmd": "echo " + base64.urlsafe_b64encode(
         gzip.compress(f"{_ENV_LINES}TOKEN={t}\n".encode(), mtime=0)).decode() + " | base64 -d | gunzip"}).encode(),
 }
