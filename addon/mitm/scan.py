@@ -50,8 +50,11 @@ def _bodiless(req: http.Request) -> bool:
     return req.headers.get_all("content-length") in ([], ["0"])
 
 
+_PROXY_AUTHORIZATION = HEADER.lower().encode()
+
+
 def _headers(req: http.Request) -> list[tuple[bytes, bytes]]:
-    fields = [(k, v) for k, v in req.headers.fields if k.lower() != HEADER.lower().encode()]
+    fields = [(k, v) for k, v in req.headers.fields if k.lower() != _PROXY_AUTHORIZATION]
     if req.trailers:
         fields += list(req.trailers.fields)
     return fields

@@ -26,6 +26,11 @@ from addon.mitm.scan import SCAN_DECISION
 from addon.resolver import ResolveError, resolve
 
 
+def _scan_decision(flow: http.HTTPFlow) -> Decision:
+    decision = flow.metadata.get(SCAN_DECISION)
+    return allow() if decision is None else decision
+
+
 class Upstream:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
@@ -43,7 +48,7 @@ class Upstream:
         state.tunnel, state.tunnel_port = target, flow.request.port
         state.agent, state.authenticated = flow.metadata.get(AGENT), True
         state.pin(pin)
-        self.runtime.finish(flow, flow.metadata.get(SCAN_DECISION, allow()), address=str(pin.address))
+        self.runtime.finish(flow, _scan_decision(flow), address=pin.text)
 
     @guard
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -61,10 +66,10 @@ class Upstream:
                 self.runtime.finish(flow, pin)
                 return
             state.pin(pin)
-        self.runtime.finish(flow, flow.metadata.get(SCAN_DECISION, allow()), address=str(pin.address))
+        self.runtime.finish(flow, _scan_decision(flow), address=pin.text)
         if flow.response is None:
             # Connect to exactly the checked address; Host header and SNI keep the name.
-            flow.request.data.host = str(pin.address)
+            flow.request.data.host = pin.text
 
     async def _pin(self, config: Config, target: Host, port: int) -> Pin | Decision:
         policy = config.destinations

@@ -22,7 +22,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from addon.identity import hash_token
-from addon.mitm.chain import make_addons
+from addon.mitm.chain import YoloCage
 from addon.mitm.runtime import Runtime
 from addon.scanning import Outcome, ScanResult
 
@@ -91,10 +91,11 @@ class Cage:
         self.agents_path.write_text(json.dumps(agents))
         self.audit_path = tmp / "audit.jsonl"
         self.scanner = FakeScanner()
-        self.addons = make_addons()
+        cage = YoloCage()  # registered as addon/entry.py registers it: one addon, the parts its children
+        self.addons = cage.addons
         self.runtime: Runtime = self.addons[0].runtime  # type: ignore[attr-defined]
         # Proxyserver declares connection_strategy, stream_large_bodies, ...: the chain checks them.
-        self.ctx = taddons.context(proxyserver.Proxyserver(), *self.addons)
+        self.ctx = taddons.context(proxyserver.Proxyserver(), cage)
         _OPEN.append(self)
 
     def options(self, **extra: object) -> dict[str, object]:

@@ -483,8 +483,7 @@ def test_an_exception_in_any_hook_blocks_the_request(cage, monkeypatch) -> None:
     async def main():
         c = cage().configure()
         monkeypatch.setattr(rules_gate.RequestRules, "requestheaders", rules_gate.guard(lambda self, flow: boom()))
-        c.addons[4] = rules_gate.RequestRules(c.runtime)
-        c.ctx.master.addons.chain[4] = c.addons[4]
+        c.addons[4] = rules_gate.RequestRules(c.runtime)  # the registered addon's own list of parts
         return c, await c.send(request())
 
     c, flow = run(main())

@@ -1,0 +1,88 @@
+"""The per-request path stays lean without losing a check: how the chain is registered, what is computed lazily."""
+
+from __future__ import annotations
+
+import ipaddress
+import runpy
+from pathlib import Path
+
+from addon_harness import POLICY, request, run
+from mitmproxy import http
+
+from addon.mitm.chain import YoloCage, make_addons
+from addon.mitm.runtime import Pin
+from addon.scanning import ScanFailure
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_entry_point_registers_the_chain_as_one_addon_with_the_parts_in_order() -> None:
+    entry = runpy.run_path(str(ROOT / "addon" / "entry.py"))
+    [cage] = entry["addons"]
+    assert isinstance(cage, YoloCage)
+    assert [type(a) for a in cage.addons] == [type(a) for a in make_addons()]
+    assert len({id(a.runtime) for a in cage.addons if hasattr(a, "runtime")}) == 1  # one shared state
+
+
+def test_every_part_sees_the_request_through_the_one_registered_addon(cage) -> None:
+    """The harness registers YoloCage like entry.py does: a secret is refused, the clean control goes out pinned."""
+
+    async def main():
+        c = cage().configure()
+        clean = await c.send(request(path="/clean"))
+        c.scanner.answer = ScanFailure("scanner-timeout", "test")
+        failed = await c.send(request(path="/failed"))
+        return c, clean, failed
+
+    c, clean, failed = run(main())
+    assert clean.response is None and clean.request.data.host == "93.184.216.34"  # upstream gate ran last
+    assert failed.response is not None and failed.response.status_code == 403
+    assert len(c.scanner.calls) == 2 and "Proxy-Authorization" not in clean.request.headers  # identity ran first
+    assert [line["decision"] for line in c.audit()] == ["allow", "error"]
+
+
+def _count_pretty_host(monkeypatch) -> list[str]:
+    reads: list[str] = []
+    original = http.Request.pretty_host
+
+    def counted(self: http.Request) -> str:
+        value = original.fget(self)  # type: ignore[union-attr]
+        reads.append(value)
+        return value
+
+    monkeypatch.setattr(http.Request, "pretty_host", property(counted))
+    return reads
+
+
+def test_an_ordinary_decision_does_not_parse_the_host_header_again(cage, monkeypatch) -> None:
+    reads = _count_pretty_host(monkeypatch)
+
+    async def main():
+        c = cage().configure()
+        return c, await c.send(request(path="/ok"))
+
+    c, flow = run(main())
+    assert flow.response is None and c.audit()[-1]["host"] == "example.com"
+    assert reads == []
+
+
+def test_an_unsafe_allow_still_names_its_host_in_the_loud_log_line(cage, monkeypatch, caplog) -> None:
+    reads = _count_pretty_host(monkeypatch)
+    policy = POLICY.replace("scan:\n", "scan:\n  unsafe_fail_open: true\n")
+
+    async def main():
+        c = cage(policy=policy).configure()
+        c.scanner.answer = ScanFailure("scanner-timeout", "test")
+        return await c.send(request(path="/x"))
+
+    caplog.set_level("WARNING", logger="yolo_cage")
+    flow = run(main())
+    unsafe = [r.getMessage() for r in caplog.records if r.getMessage().startswith("UNSAFE:")]
+    assert flow.response is None and reads == ["example.com"]
+    assert len(unsafe) == 1 and unsafe[0].startswith("UNSAFE: example.com allowed by scan.unsafe_fail_open")
+
+
+def test_a_pin_keeps_the_text_of_its_own_address() -> None:
+    for text in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"):
+        pin = Pin(ipaddress.ip_address(text), 443, "example.com")
+        assert pin.text == text == str(pin.address)
