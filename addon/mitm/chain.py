@@ -41,22 +41,6 @@ class Unfinished:
         self.runtime.finish(flow, decision, respond=False)
 
 
-class YoloCage:
-    """The chain as one mitmproxy addon: the parts are its children (``addons``), called in order.
-
-    mitmproxy runs every top-level addon of its chain, for every event (each
-    flow hook and the ``update`` after it), inside its own error handler and
-    coroutine; children are walked inside their parent's. Twelve top-level
-    parts cost about a third of the addon's own CPU per small request in that
-    dispatch alone. Failing closed does not depend on it: every per-flow hook
-    of a part is wrapped by :func:`addon.mitm.safety.guard`, so no exception
-    leaves one part to skip the next.
-    """
-
-    def __init__(self) -> None:
-        self.addons = make_addons()
-
-
 def make_addons() -> list[object]:
     runtime = Runtime()
     return [

@@ -22,7 +22,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from addon.identity import hash_token
-from addon.mitm.chain import YoloCage
+from addon.mitm.chain import make_addons
 from addon.mitm.runtime import Runtime
 from addon.scanning import Outcome, ScanResult
 
@@ -78,6 +78,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main())
 
 
+class EntryScript:
+    """Stands in for addon/entry.py's module as mitmproxy's script loader registers it: one addon, the parts its children.
+
+    (Registered one by one instead, each part would get mitmproxy's per-addon
+    error handler and coroutine on every event, which the real proxy never pays.)
+    """
+
+    def __init__(self) -> None:
+        self.addons = make_addons()
+
+
 class Cage:
     """The addon chain, configured from files in ``tmp``, driven hook by hook like mitmproxy does."""
 
@@ -91,11 +102,11 @@ class Cage:
         self.agents_path.write_text(json.dumps(agents))
         self.audit_path = tmp / "audit.jsonl"
         self.scanner = FakeScanner()
-        cage = YoloCage()  # registered as addon/entry.py registers it: one addon, the parts its children
-        self.addons = cage.addons
+        script = EntryScript()
+        self.addons = script.addons
         self.runtime: Runtime = self.addons[0].runtime  # type: ignore[attr-defined]
         # Proxyserver declares connection_strategy, stream_large_bodies, ...: the chain checks them.
-        self.ctx = taddons.context(proxyserver.Proxyserver(), cage)
+        self.ctx = taddons.context(proxyserver.Proxyserver(), script)
         _OPEN.append(self)
 
     def options(self, **extra: object) -> dict[str, object]:
