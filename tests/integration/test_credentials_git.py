@@ -4,7 +4,8 @@ A real Compose cage (real images) whose policy binds a GitHub token, a test
 gitserver standing in for GitHub on the egress network (aliases ``github.com``
 and ``api.github.com``, TLS from its own CA, which the proxy trusts upstream in
 this test only) and the attacker sink under paste-site names. The agent works
-on ``yolo-cage/dev`` of ``github.com/acme/widgets``.
+on ``yolo-cage/dev`` of ``github.com/acme/widgets``; a second agent, ``ops``, works on
+``yolo-cage/ops`` of the same repository (each bound to its branch by its proxy identity).
 
 Every "blocked" has its allowed twin through the same path (the same git
 clone, the same curl, the same proxy), and every block is checked where it
@@ -40,6 +41,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(1
 REPO_URL = "https://github.com/acme/widgets.git"
 OTHER_URL = "https://github.com/acme/other.git"
 BRANCH = "yolo-cage/dev"
+SECOND, SECOND_BRANCH = "ops", "yolo-cage/ops"  # the second agent, on the same repository
 CLONE = "/workspace/widgets"
 SINK = SINK_NAMES[0]  # rentry.co: not blocklisted, scanned in enforce mode
 REPORT_SINK = SINK_NAMES[1]  # paste.rs: scanned in report mode by this test's policy
@@ -188,7 +190,8 @@ def cage(docker_client, run_id: str, test_labels: dict[str, str], tmp_path_facto
         policy.write_text(_policy(egress4))
         settings = settings_mod.from_mapping(
             {"apiVersion": settings_mod.API_VERSION, "kind": settings_mod.KIND, "project": project, "images": {"tag": tag},
-             "agents": [{"name": "dev", "branch": BRANCH, "repo": REPO_URL}]},
+             "agents": [{"name": "dev", "branch": BRANCH, "repo": REPO_URL},
+                        {"name": SECOND, "branch": SECOND_BRANCH, "repo": REPO_URL}]},
             source="credentials test",
         )  # fmt: skip
         backend = ComposeBackend(
@@ -386,6 +389,76 @@ def test_after_the_refusals_the_own_branch_still_pushes(cage: CredCage, local_hi
     refs = cage.gitserver.refs()
     assert refs[f"refs/heads/{BRANCH}"] == tip
     assert set(refs) == {"refs/heads/main", f"refs/heads/{BRANCH}"}  # no tag, no other branch ever landed
+
+
+# --- two agents, one repository: each pushes only its own branch ---------------------------------------------
+
+AGENT_BRANCHES = {"dev": BRANCH, SECOND: SECOND_BRANCH}
+
+
+def test_two_agents_each_push_only_their_own_branch(cage: CredCage) -> None:
+    """Both agents hold the same binding (github-token) for the same repository; only the identity
+    the proxy knows them by (their proxy credential) tells their branches apart. The refused push
+    is a fast-forward of the other's branch: git and the server would take it, only the binding refuses."""
+    placeholders = {a: cage.backend.exec(a, ["printenv", "GH_TOKEN"]).stdout.decode().strip() for a in AGENT_BRANCHES}
+    assert len(set(placeholders.values())) == 2 and all(p.startswith("yolo-cage-placeholder-github-token-") for p in placeholders.values())
+    # The control: each agent, in the workspace the kit checked out for it, pushes its own branch.
+    for agent, branch in AGENT_BRANCHES.items():
+        audit, seen = len(cage.audit()), len(cage.gitserver.requests())
+        tip, push = _push_on_top(cage, agent, branch)
+        assert push.returncode == 0, (agent, push.text)
+        assert cage.gitserver.refs()[f"refs/heads/{branch}"] == tip
+        lines = _receive_pack_lines(cage, audit)
+        assert {a["agent"] for a in lines} == {agent}, lines  # every line of this push names its agent
+        assert [a["credentials"] for a in lines if a["method"] == "POST" and a["decision"] == "allow"] == [["github-token"]], lines
+        _assert_server_saw_only_the_token(cage, seen)
+    # Each agent's push to the other's branch: refused, and nothing of it lands.
+    for agent, other in ((a, b) for a in AGENT_BRANCHES for b in AGENT_BRANCHES if a != b):
+        before, posts = cage.gitserver.refs(), cage.server_saw_receive_pack_posts()
+        audit, seen = len(cage.audit()), len(cage.gitserver.requests())
+        tip, push = _push_on_top(cage, agent, AGENT_BRANCHES[other])
+        assert push.returncode != 0, f"{agent} pushed {other}'s branch: {push.text}"
+        assert "403" in push.text, push.text
+        assert cage.gitserver.refs() == before and cage.server_saw_receive_pack_posts() == posts
+        assert cage.gitserver.container.exec_run(["git", "--git-dir", "/srv/git/acme/widgets.git", "cat-file", "-e", tip])[0] != 0
+        lines = _receive_pack_lines(cage, audit)
+        assert {a["agent"] for a in lines} == {agent}, lines
+        blocks = [a for a in lines if a["decision"] == "block"]
+        assert [(a["method"], a["reason"]) for a in blocks] == [("POST", "git-push-denied")], lines
+        _assert_server_saw_only_the_token(cage, seen)
+
+
+def _push_on_top(cage: CredCage, agent: str, branch: str) -> tuple[str, ExecResult]:
+    """As ``agent``, in /workspace: a new commit on the server's tip of ``branch`` (or the local
+    branch, before it exists there), pushed as ``HEAD:refs/heads/<branch>``. (tip, push result)."""
+    name = f"{agent}-{marker()}.txt"
+    script = (
+        "set -e; cd /workspace; git fetch -q origin; "
+        f"if git rev-parse -q --verify refs/remotes/origin/{branch} >/dev/null; then git checkout -q -B push-work origin/{branch}; "
+        f"else git checkout -q -B push-work {branch}; fi; "
+        f"echo {name} > {name} && git add {name} && git commit -qm {name} && git rev-parse HEAD"
+    )
+    commit = cage.backend.exec(agent, ["bash", "-c", script], timeout=120)
+    assert commit.returncode == 0, (agent, commit.text)
+    push = cage.backend.exec(agent, [*GIT, "-C", "/workspace", "push", "origin", f"HEAD:refs/heads/{branch}"], timeout=120)
+    return commit.stdout.decode().split()[-1], push
+
+
+def _receive_pack_lines(cage: CredCage, start: int) -> list[dict[str, Any]]:
+    lines = [a for a in cage.audit()[start:] if "git-receive-pack" in a["path"]]
+    assert lines, "the push reached the proxy"
+    return lines
+
+
+def _assert_server_saw_only_the_token(cage: CredCage, start: int) -> None:
+    """Since ``start``: no placeholder anywhere in the server's log, the real token only as Authorization."""
+    real = "Basic " + base64.b64encode(f"x-access-token:{cage.token}".encode()).decode()
+    for request in cage.gitserver.requests()[start:]:
+        auth = {v for k, v in request.get("headers", []) if k.lower() == "authorization"}
+        rest = {**request, "headers": [h for h in request.get("headers", []) if h[0].lower() != "authorization"]}
+        seen = json.dumps(rest).encode() + base64.b64decode(request.get("body_b64", ""))
+        assert auth <= {real}, request
+        assert b"yolo-cage-placeholder-" not in seen and not any(form in seen for form in forms(cage.token).values()), request
 
 
 def test_another_repository_never_gets_the_token(cage: CredCage) -> None:
@@ -666,10 +739,10 @@ def test_neither_sink_nor_server_recorded_anything_forbidden(cage: CredCage) -> 
         assert not any(form in body for form in forms(cage.token).values())
         others = [v for k, v in request.get("headers", []) if k.lower() != "authorization"]
         assert cage.token not in json.dumps(others) and cage.token not in request.get("target", "")
-    # The refs: main as seeded, the own branch where the last allowed push put it, nothing else.
+    # The refs: main as seeded, each agent's own branch where its last allowed push put it, nothing else.
     refs = cage.gitserver.refs()
-    assert set(refs) == {"refs/heads/main", f"refs/heads/{BRANCH}"}
-    assert cage.gitserver.is_ancestor(refs["refs/heads/main"], refs[f"refs/heads/{BRANCH}"])
+    assert set(refs) == {"refs/heads/main", f"refs/heads/{BRANCH}", f"refs/heads/{SECOND_BRANCH}"}
+    assert all(cage.gitserver.is_ancestor(refs["refs/heads/main"], refs[f"refs/heads/{b}"]) for b in (BRANCH, SECOND_BRANCH))
     assert set(cage.gitserver.refs("acme/other")) == {"refs/heads/main"}
     # The audit log names the credential, never its value or the placeholder.
     raw = "\n".join(cage.backend.read_audit())
