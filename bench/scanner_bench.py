@@ -283,10 +283,11 @@ def main() -> None:
             hit[(name, s.transform)] += fn(s.body, s.url, s.headers)
     print("| transform | n | " + " | ".join(fns) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in fns) + " |")
-    for t in corpus.TRANSFORMS:
+    transforms = corpus.TRANSFORMS + corpus.NESTED_TRANSFORMS  # nested: two and three layers
+    for t in transforms:
         print(f"| {t} | {total[t]} | " + " | ".join(f"{100 * hit[(n, t)] / total[t]:.1f}%" for n in fns) + " |")
     n = sum(total.values())
-    print(f"| all | {n} | " + " | ".join(f"{100 * sum(hit[(k, t)] for t in corpus.TRANSFORMS) / n:.1f}%" for k in fns) + " |")
+    print(f"| all | {n} | " + " | ".join(f"{100 * sum(hit[(k, t)] for t in transforms) / n:.1f}%" for k in fns) + " |")
     benign_flagged(eng)
     pattern_layer(bodies)
     if args.excluded or not args.only_ours:

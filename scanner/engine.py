@@ -23,7 +23,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from scanner import bare, decoders, jsontriggers
+from scanner import bare, decoders, jsontriggers, nested
 from scanner.encodings import B32, B64, B64URL, HEX, REVERSED
 from scanner.findings import FINGERPRINT as SRC_FINGERPRINT
 from scanner.findings import HEURISTIC, PATTERN
@@ -31,7 +31,7 @@ from scanner.findings import Finding, Fingerprinter, ScanIssue, preview
 from scanner.matcher import ANCHOR, ESCAPE, FINGERPRINT, GZIP64, PERCENT, PREFIX, RAW, RULE, TRIGGER, Entry, Matcher
 from scanner.rawjson import SEPARATOR, WINDOW, Local, Piece, RawJson, Window, decoded_view, enumish, escaped, local_views
 from scanner.rules import GENERIC_KEYWORD_RULE, Rule
-from scanner.segments import View
+from scanner.segments import Part, View
 from scanner.splits import AgentMemory, Dangling, Shapes, partial_run
 from scanner.verify import is_secret, is_secret_key_name, is_secret_key_name_cached, keyword_value_ok
 
@@ -65,6 +65,8 @@ class Limits:
     budget_floor: int = 1 << 20  # ...plus this
     max_hits: int = 20_000  # candidate hits handled per request; beyond that the verdict is `invalid`
     max_checks: int = 4096  # bare-value and partial-token candidates judged (entropy...) per request; same
+    max_peels: int = 4096  # long runs decoded and scanned again (scanner/nested.py) per request; same
+    max_stream_bytes: int = 64 << 20  # bytes inflated from streams nested in runs, per request (as a body)
 
 
 @dataclass
@@ -86,6 +88,9 @@ class Scan:
     hits_left: int = 0
     checks_left: int = 0
     alt_pending: bool = False  # a view without enum-like values follows (scanner/request.py)
+    peeled: int = 0  # generic layers (scanner/nested.py) above the buffer being scanned
+    peels_left: int = 0
+    stream_left: int = 0
 
     def issue(self, code: str, detail: str) -> None:
         if not any(i.code == code for i in self.issues):
@@ -109,6 +114,8 @@ class Engine:
         scan = Scan(view, self.limits.budget_floor + self.limits.budget_factor * size, top=view, raws=raws)
         scan.hits_left = self.limits.max_hits
         scan.checks_left = self.limits.max_checks
+        scan.peels_left = self.limits.max_peels
+        scan.stream_left = self.limits.max_stream_bytes
         self._scan_local(scan, view, alt or View())
         for value, location in keyed:
             self._keyed(scan, value, location)
@@ -131,7 +138,7 @@ class Engine:
         scan.alt_pending = False
         if alt.parts and hits:  # a match across removed values holds an anchor or a keyword: a hit here
             scan.view = alt
-            self._scan(scan, alt.data, depth=0, chain=(), origin=None, prefixes=False)
+            self._scan(scan, alt.data, depth=0, chain=(), origin=None, prefixes=False, runs=False)
         scan.view = saved
 
     # -- a JSON body, raw --------------------------------------------------------------
@@ -159,6 +166,7 @@ class Engine:
             self._scan_local(scan, view, alt if any(p is not SEPARATOR for p in alt.parts) else View())
         for local in locals_:
             self._raw_keyed(scan, raw, local)
+        self._raw_runs(scan, raw, nested.runs(raw.data))  # after the windows, as a view peels after its windows
 
     def _scan_decoded(self, scan: Scan, raw: RawJson) -> None:
         """`\\/` (PHP's default) hides the `/` of base64 alphabets from the raw pass and is too
@@ -171,6 +179,62 @@ class Engine:
         scan.view = saved
         for secret, location in bare_values:
             self._bare(scan, secret, location)
+
+    def _raw_runs(self, scan: Scan, raw: RawJson, spans: list[tuple[int, int]]) -> None:
+        """Long encoded runs of the raw JSON, peeled in place (base64 and hex need no unescaping;
+        a JSON-escaped line break is dropped): located at the string that holds each."""
+        def location(start: int) -> Callable[[], list[str]]:
+            def where() -> list[str]:
+                piece = Piece(start, start, -1, False)
+                piece.open = raw.opening_quote(piece)
+                return [raw.location(piece)]
+            return where
+
+        saved = scan.view
+        for start, stop in nested.worth_peeling(raw.data, spans):
+            scan.view = View([Part([b"-"], location(start))])
+            self._peel(scan, raw.data, start, stop, 0, (), (0, 0, 0))
+        scan.view = saved
+
+    def _runs(self, scan: Scan, data: bytes, depth: int, chain: tuple[str, ...], origin: Origin | None) -> None:
+        spans = nested.runs(data)
+        if origin is None and scan.view.parts:
+            spans = list(_by_value(scan.view, spans))  # a request view joins its values: a run is peeled value by value
+        for start, stop in nested.worth_peeling(data, spans):
+            self._peel(scan, data, start, stop, depth, chain, origin or (start, stop, start))
+
+    def _peel(self, scan: Scan, data: bytes, start: int, stop: int, depth: int, chain: tuple[str, ...],
+              origin: Origin) -> None:
+        """One generic layer off a long run (scanner/nested.py), scanned like a decoded window.
+        Fail-closed like every decode: past the byte budget or the depth bound, a run that holds
+        text or a stream makes the verdict `invalid`, never a silent pass."""
+        if scan.hits_left <= 0 or scan.peels_left < 0 or scan.decoded_bytes > scan.budget:
+            return
+        left = scan.budget - scan.decoded_bytes
+        layer = nested.peel(data, start, stop, max(0, left), scan.stream_left)
+        if layer is None:
+            return
+        scan.peels_left -= 1
+        if scan.peels_left < 0:  # each costs a decode and a pass (~20 us): a body of them is an attack on time
+            scan.issue("too-many-candidates", f"more than {self.limits.max_peels} encoded runs holding text")
+            return
+        if scan.peeled >= nested.DEPTH or depth + 1 > self.limits.max_depth:
+            scan.issue("nesting-too-deep", f"encodings nested deeper than {nested.DEPTH} generic layers "
+                                           f"or {self.limits.max_depth} in all")
+            return
+        if layer.stream:  # a compressed stream: bounded like a Content-Encoding body, not like a window
+            scan.stream_left -= len(layer.data)
+            if layer.capped:
+                scan.issue("decompression-bomb", f"a stream in an encoded run inflates past {nested.RATIO}x "
+                                                 f"or {self.limits.max_stream_bytes} bytes")
+        else:
+            scan.decoded_bytes += len(layer.data)
+            if layer.capped:
+                scan.decoded_bytes = scan.budget + 1
+                scan.issue("decode-budget-exceeded", f"more than {scan.budget} bytes decoded around hits")
+        scan.peeled += 1
+        self._scan(scan, layer.data, depth + 1, chain + layer.names, origin)
+        scan.peeled -= 1
 
     def _raw_bare(self, scan: Scan, raw: RawJson, close: int) -> None:
         """A whole JSON string of the base64 alphabet (its closing quote at `close`), judged in place."""
@@ -250,7 +314,7 @@ class Engine:
     # -- one buffer ---------------------------------------------------------------
 
     def _scan(self, scan: Scan, data: bytes, depth: int, chain: tuple[str, ...], origin: Origin | None,
-              prefixes: bool = True) -> int:
+              prefixes: bool = True, runs: bool = True) -> int:
         """Match one buffer and act on its hits; returns how many hits there were."""
         entries = self.matcher.entries
         rule_ends: dict[int, list[int]] = {}
@@ -289,6 +353,8 @@ class Engine:
         if prefix_hits:
             self._dangling(scan, data, prefix_hits, covered)
         self._decode_windows(scan, data, windows, depth, chain, origin)
+        if runs:
+            self._runs(scan, data, depth, chain, origin)
         return len(hits)
 
     @staticmethod
@@ -523,6 +589,17 @@ class Engine:
                 break
             heads += raw.heads(HEAD, MAX_PROBE_FIELDS - len(heads))
         return [h for h in heads if h[0] and _TOKEN_CHARS[h[0][0]]]
+
+
+def _by_value(view: View, spans: list[tuple[int, int]]) -> Iterable[tuple[int, int]]:
+    """Runs of a joined view cut at its values' bounds (each piece long enough to peel)."""
+    for start, stop in spans:
+        while start < stop:
+            _, hi = view.bounds(start)
+            hi = min(max(hi, start + 1), stop)
+            if hi - start >= nested.MIN_RUN:
+                yield start, hi
+            start = hi
 
 
 def _reach(entry: Entry) -> tuple[int, int]:

