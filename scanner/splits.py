@@ -19,9 +19,9 @@ a join counts only when the joined text really is one token across the boundary:
   digest is not the rest of a base62 key), and the joined value passes the rule's entropy
   and placeholder checks.
 
-An agent's dangling prefixes are remembered for KEEP_REQUESTS of its scans or
-KEEP_SECONDS, whichever ends first; a join whose head was a whole field may go on into
-the next request, so it is remembered in turn (a token cut in three).
+An agent's dangling prefixes are remembered for KEEP_SECONDS (at most KEEP_ITEMS
+distinct ones); a join whose head was a whole field may go on into the next request,
+so it is remembered in turn (a token cut in three).
 
 A prefix that stops short of a whole token with at least PARTIAL_MIN random characters
 (`sk-ant-api03-` and 23 of its characters) is a *partial* token: a piece of a credential
@@ -48,9 +48,8 @@ JOIN_MIN = 8
 JOIN_MIN_AFTER_WHOLE = 24  # a prefix that is a whole token by itself continues only with a long piece
 PARTIAL_MIN = 16
 MAX_WORDY = 0.65  # random pieces of 8 / 16 characters exceed it 2% / 0.3% of the time (base62)
-KEEP_REQUESTS = 8
 KEEP_SECONDS = 60.0
-KEEP_ITEMS = 8  # prefixes remembered per agent (each is joined with every field of its next requests)
+KEEP_ITEMS = 16  # distinct prefixes remembered per agent (each is joined with every field of its next requests)
 MAX_AGENTS = 10_000
 _ALNUM = bytes(1 if (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122) else 0 for c in range(256))
 _PARTIAL_RUN = bytes(1 if (_ALNUM[c] or c in b"-_") else 0 for c in range(256))
@@ -191,17 +190,18 @@ class Shapes:
         rule = prefix.rule
         if taken < 1 or (taken < len(head) and _ALNUM[head[taken]]) or (taken == len(head) and not whole):
             return False  # the head's token goes on past the match (or may): the match is not its end
-        if not is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy):
-            return False
         verified = checksum(rule, secret)
-        if verified is not None:
-            return verified
-        own = prefix.text[public_len(rule, prefix.text) :]
-        part = head[:taken]
-        least = JOIN_MIN_AFTER_WHOLE if prefix.whole else JOIN_MIN
-        if len(own) < JOIN_MIN or taken < least or not _random_like(part) or _typed_id(part):
+        if verified is False:
             return False
-        return _same_alphabet(own, part) and not (_hexish(part) and not _hexish(own))
+        if verified is None:  # no checksum: the shape of both sides decides (cheap tests before entropy)
+            own = prefix.text[public_len(rule, prefix.text) :]
+            part = head[:taken]
+            least = JOIN_MIN_AFTER_WHOLE if prefix.whole else JOIN_MIN
+            if len(own) < JOIN_MIN or taken < least or not _random_like(part) or _typed_id(part):
+                return False
+            if not _same_alphabet(own, part) or (_hexish(part) and not _hexish(own)):
+                return False
+        return is_secret(rule.id, secret.decode("utf-8", "replace"), keyword=rule.keyword, min_entropy=rule.min_entropy)
 
 
 def partial_run(data: bytes, start: int, anchor_len: int, end: int) -> bytes:
@@ -215,41 +215,48 @@ def partial_run(data: bytes, start: int, anchor_len: int, end: int) -> bytes:
 
 
 class AgentMemory:
-    """Per agent: the dangling prefixes of its last few requests (split over requests)."""
+    """Per agent: the dangling prefixes of its last KEEP_SECONDS (split over requests).
 
-    def __init__(self, keep_requests: int = KEEP_REQUESTS, keep_seconds: float = KEEP_SECONDS,
+    Only time ends a memory: a count of requests would let an agent push its first
+    half out with a few harmless requests before sending the second. The same
+    prefix sent again (a conversation re-sent on every call) refreshes its entry
+    instead of taking another; past KEEP_ITEMS distinct prefixes the oldest goes.
+    """
+
+    def __init__(self, keep_seconds: float = KEEP_SECONDS, keep_items: int = KEEP_ITEMS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._keep, self._ttl, self._clock = keep_requests, keep_seconds, clock
+        self._ttl, self._items, self._clock = keep_seconds, keep_items, clock
         self._lock = threading.Lock()
-        self._data: dict[str, tuple[int, deque[tuple[float, int, Dangling]]]] = {}  # agent -> (scans, items)
+        self._data: dict[str, dict[tuple[str, bytes], tuple[float, Dangling]]] = {}  # agent -> key -> (seen, item)
 
     def recall(self, agent: str | None) -> list[Dangling]:
-        """The agent's live prefixes; counts this scan as one of its requests."""
+        """The agent's live prefixes, oldest first."""
         if not agent:
             return []
         now = self._clock()
         with self._lock:
-            scans, items = self._data.get(agent, (0, deque()))
-            scans += 1
-            while items and (now - items[0][0] >= self._ttl or scans - items[0][1] > self._keep):
-                items.popleft()
-            if items:
-                self._data[agent] = (scans, items)
-            else:
-                self._data.pop(agent, None)  # nothing left: its count of scans starts again
-            return [d for _, _, d in items]
+            items = self._data.get(agent)
+            if not items:
+                return []
+            for key in [k for k, (seen, _) in items.items() if now - seen >= self._ttl]:
+                del items[key]
+            if not items:
+                del self._data[agent]
+            return [d for _, d in items.values()]
 
     def remember(self, agent: str | None, dangling: Iterable[Dangling]) -> None:
         if not agent:
             return
         now = self._clock()
         with self._lock:
-            scans, items = self._data.pop(agent, (0, deque()))
+            items = self._data.pop(agent, {})
             for d in dangling:
-                items.append((now, scans, d))
-            while len(items) > KEEP_ITEMS:
-                items.popleft()
+                key = (d.rule.id, d.text)
+                items.pop(key, None)  # re-inserted: the dict's order is the items' last sighting
+                items[key] = (now, d)
+            while len(items) > self._items:
+                del items[next(iter(items))]
             if items:
-                self._data[agent] = (scans, items)  # re-inserted: the dict's order is the agents' last use
+                self._data[agent] = items  # re-inserted: the dict's order is the agents' last use
             while len(self._data) > MAX_AGENTS:
                 self._data.pop(next(iter(self._data)))

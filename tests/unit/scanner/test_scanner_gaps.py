@@ -354,18 +354,52 @@ def test_a_github_join_must_verify_its_checksum(scanner: Scanner) -> None:
     assert scanner.scan_request(_piece_request(token[20:], "crc-ok")).verdict == "findings"
 
 
-def test_agent_memory_is_short() -> None:
+def test_agent_memory_ends_with_time_not_with_requests() -> None:
     now = [0.0]
-    memory = splits.AgentMemory(keep_requests=3, keep_seconds=30.0, clock=lambda: now[0])
+    memory = splits.AgentMemory(keep_seconds=30.0, keep_items=3, clock=lambda: now[0])
     item = splits.Dangling(RULES["anthropic-api-key"], b"sk-ant-api03-" + b"A1b2C3d4E5" * 2)
-    memory.recall("a")
     memory.remember("a", [item])
-    assert [memory.recall("a") for _ in range(4)] == [[item], [item], [item], []]  # three more requests
-    memory.remember("a", [item])
+    # Harmless requests in between do not push it out (a count of requests would: the split's bypass).
+    assert [memory.recall("a") for _ in range(50)] == [[item]] * 50
     now[0] = 29.0
-    assert memory.recall("a") == [item]
+    assert memory.recall("a") == [item] and memory.recall("b") == []
     now[0] = 30.0
-    assert memory.recall("a") == [] and memory.recall("b") == []
+    assert memory.recall("a") == []
+
+
+def test_agent_memory_refreshes_a_repeated_prefix_and_keeps_the_newest_distinct_ones() -> None:
+    now = [0.0]
+    memory = splits.AgentMemory(keep_seconds=30.0, keep_items=3, clock=lambda: now[0])
+    rule = RULES["anthropic-api-key"]
+    items = [splits.Dangling(rule, b"sk-ant-api03-" + bytes([65 + i]) * 20) for i in range(4)]
+    memory.remember("a", [items[0]])
+    for _ in range(10):  # the same prefix again and again (a conversation re-sent): one entry
+        now[0] += 1.0
+        memory.remember("a", [items[0]])
+    assert memory.recall("a") == [items[0]]
+    memory.remember("a", items[1:3])
+    assert memory.recall("a") == items[:3]
+    memory.remember("a", [items[3]])  # a fourth distinct one: the oldest goes
+    assert memory.recall("a") == items[1:]
+    now[0] = 10.0 + 29.9  # items[0]'s refresh at 10 s would have kept it to 40 s; the others were seen at 10 s
+    assert memory.recall("a") == items[1:]
+    now[0] = 40.0
+    assert memory.recall("a") == []
+
+
+def test_a_split_survives_harmless_requests_in_between(scanner: Scanner) -> None:
+    """The red team's enc-split-requests leaked once when the agent's other requests came between the
+    halves: the memory counted requests. Twenty ordinary requests between them change nothing now."""
+    key = openai_key(random.Random(9))
+    agent = "padded"
+    first = scanner.scan_request(_piece_request(key[:72], agent))
+    assert "openai-api-key" in {f.rule for f in first.findings}
+    for req in _ordinary_requests(agent) * 4:
+        assert scanner.scan_request(req).verdict == "clean", req.url
+    second = scanner.scan_request(_piece_request(key[72:], agent))
+    assert scanner.fp(key.encode()) in {f.fingerprint for f in second.findings if f.transforms == ("split-request",)}
+    control = scanner.scan_request(_piece_request(openai_key(random.Random(10))[72:], "padded-control"))
+    assert control.verdict == "clean"  # the same second half, with no first half before it
 
 
 def test_join_rules(scanner: Scanner) -> None:
