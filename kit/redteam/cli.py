@@ -50,7 +50,8 @@ def run(*, compose: bool = False, kind: bool = False, keep: bool = False, agent:
     started = cage is None
     if started:
         console.info(f"starting a red-team cage (project {project}); `--keep` leaves it running")
-        cage = testcage.start(project)
+        wanted = testcage.CLAUDE_IMAGES if claude or claude_ids else testcage.IMAGES
+        cage = testcage.start(project, images=wanted)
     else:
         console.info(f"using the running red-team cage (project {project})")
     try:
@@ -103,8 +104,8 @@ def down(*, kind: bool = False) -> None:
     if cage is None:
         console.info(f"no red-team cage {project} is running")
         return
+    claude_cli.down(project)  # the model first: the cage's stop removes the state its TLS files live in
     cage.stop()
-    claude_cli.down(project)
     console.info(f"removed the red-team cage {project}")
 
 

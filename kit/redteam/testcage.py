@@ -40,6 +40,8 @@ SINK_ALIASES = (
 AGENTS = ("dev", "peer")
 SINK_HOST = 200  # the sink's address within the egress subnet
 READY_TIMEOUT = 60.0
+IMAGES = ("netguard", "scanner", "proxy", "agent", "sink")  # built first when missing
+CLAUDE_IMAGES = (*IMAGES, "model")  # the Claude Code scenarios' scripted model too
 # (docker client, image, **containers.run keyword arguments) -> a started docker container
 ContainerRunner = Callable[..., Any]
 
@@ -80,7 +82,8 @@ class TestCage:
         return str(self.egress4.network_address + SINK_HOST)
 
     def stop(self) -> None:
-        """Remove the cage (containers, networks, volumes, host rules) and the sink."""
+        """Remove the cage (containers, networks, volumes, host rules), the sink, and the cage's state
+        directory: its CA key, the fake bound key and the model's TLS files belong to this run only."""
         try:
             self.backend.down(remove_data=True)  # type: ignore[attr-defined]
         finally:
@@ -88,10 +91,11 @@ class TestCage:
             for network in [self.side_network, *self.metadata_networks]:
                 if network is not None:
                     _remove_quietly(network)
+            _remove_state(self.backend.project)  # type: ignore[attr-defined]
 
 
 def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = AGENTS, build: bool = True,
-          run_container: ContainerRunner | None = None) -> TestCage:
+          run_container: ContainerRunner | None = None, images: tuple[str, ...] = IMAGES) -> TestCage:
     """Bring up a red-team cage named ``project``; on failure nothing is left behind.
 
     ``run_container(client, image, **kwargs)`` starts the sink (default: the Docker
@@ -109,7 +113,7 @@ def start(project: str, *, run_id: str | None = None, agents: tuple[str, ...] = 
     workdir.mkdir(parents=True, exist_ok=True)
     settings = _settings(project, agents)
     if build:
-        _ensure_images(client, settings)
+        _ensure_images(client, settings, images)
     sink, side = _start_sink(client, project, labels, sink_ip, settings.images.tag, run_container or _sdk_run)
     backend = None
     try:
@@ -268,15 +272,22 @@ def _wait_ready(sink) -> bytes:
     raise CageError(f"the sink did not become ready: {sink.logs().decode(errors='replace')[-800:]}")
 
 
-def _ensure_images(client, settings) -> None:
+def _ensure_images(client, settings, wanted: tuple[str, ...]) -> None:
     from kit import images
     from kit.compose import _has_image
 
-    wanted = ["netguard", "scanner", "proxy", "agent", "sink"]
     missing = [n for n in wanted if not _has_image(client, image_ref(n, settings.images.tag))]
     if missing:
         console.info(f"building the images the red team needs: {', '.join(missing)}")
         images.build(images.options(settings.images, only=",".join(missing)))
+
+
+def _remove_state(project: str) -> None:
+    import shutil
+
+    path = state.project_dir(project, create=False)
+    if path.exists():
+        shutil.rmtree(path, onexc=lambda _f, p, exc: console.warn(f"could not remove {p}: {exc}"))
 
 
 def _remove_quietly(thing) -> None:
@@ -284,7 +295,7 @@ def _remove_quietly(thing) -> None:
 
     try:
         if isinstance(thing, Container):
-            thing.remove(force=True)
+            thing.remove(force=True, v=True)  # and its anonymous volumes (the sink's /capture)
         else:
             thing.remove()
     except Exception as exc:  # noqa: BLE001 - teardown goes on; the test run's reaper catches leftovers

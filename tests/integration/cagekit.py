@@ -193,7 +193,7 @@ class Sink:
 
     def remove(self) -> None:
         try:
-            self.container.remove(force=True)
+            self.container.remove(force=True, v=True)  # the sink image declares VOLUME /capture
         finally:
             self.side_network.remove()
 
@@ -329,7 +329,7 @@ def reap(client, run_id: str) -> None:
     """Remove every container, network and volume labelled with this run id (ours only)."""
     label = {"label": f"{LABEL_TEST}={run_id}"}
     for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     for network in client.networks.list(filters=label):
         network.reload()
         for attached in (network.attrs.get("Containers") or {}):

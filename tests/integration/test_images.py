@@ -68,7 +68,7 @@ def start(docker, test_labels: dict[str, str]) -> Iterator:
 
     yield _start
     for container in started:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 @pytest.fixture
@@ -452,7 +452,7 @@ def _files_holding(docker, image: str, markers: list[bytes]) -> list[str]:
                 if member.isfile() and _contains(tar.extractfile(member), markers):
                     hits.append(member.name)
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     return hits
 
 

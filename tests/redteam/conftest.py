@@ -53,7 +53,7 @@ def _reap(run_id: str) -> None:
     client = docker_client()
     label = {"label": f"yolo-cage.test={run_id}"}
     for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     for network in client.networks.list(filters=label):
         network.remove()
     for volume in client.volumes.list(filters=label):

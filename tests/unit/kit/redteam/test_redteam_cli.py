@@ -45,7 +45,8 @@ def calls(monkeypatch) -> list[str]:
     record: list[str] = []
     monkeypatch.setattr(settings, "load", lambda *a, **k: Settings())
     monkeypatch.setattr(testcage, "find", lambda project: None)
-    monkeypatch.setattr(testcage, "start", lambda project: record.append(f"start {project}") or Cage(record))
+    monkeypatch.setattr(testcage, "start", lambda project, images: record.append(
+        f"start {project}" + (" with the model image" if "model" in images else "")) or Cage(record))
     return record
 
 
@@ -93,7 +94,8 @@ def test_claude_ids_alone_skip_the_catalog(monkeypatch, calls, tmp_path):
     monkeypatch.setattr(claude_cli, "run", lambda cage, agent, scenarios, keep, reports:
                         calls.append(f"claude {list(scenarios)}") or 1)
     assert cli.run(only="claude-curl-noproxy", reports=tmp_path) == 1
-    assert calls == ["start yc-unit-redteam", "claude ['curl-noproxy']", "stop"]
+    # The Claude scenarios need the scripted model's image: it is built with the cage's when missing.
+    assert calls == ["start yc-unit-redteam with the model image", "claude ['curl-noproxy']", "stop"]
 
 
 def test_the_worst_exit_code_of_catalog_and_claude_wins(monkeypatch, calls, tmp_path):
