@@ -102,9 +102,12 @@ def images(docs: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _repo_and_tag(image: str) -> tuple[str, str]:
+    """`calico/node`, `v3.29.3` from any registry's reference to it (a first path component with a
+    `.` or `:`, or `localhost`, names a registry: the image reference grammar)."""
     name, _, tag = image.split("@")[0].rpartition(":")
-    for registry in ("docker.io/", "quay.io/"):
-        name = name.removeprefix(registry)
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        name = rest
     return name, tag
 
 

@@ -82,12 +82,12 @@ def test_github_enterprise_hosts_get_the_set_under_api_v3() -> None:
 def test_custom_rules_match_methods_hosts_and_globs() -> None:
     text = HEAD + (
         "rules:\n  deny:\n"
-        "    - {id: no-publish, hosts: [registry.npmjs.org], methods: [PUT], paths: ['/**'], detail: publishing}\n"
+        "    - {id: no-publish, hosts: [npm-registry.example], methods: [PUT], paths: ['/**'], detail: publishing}\n"
         "    - {id: no-admin, hosts: [app.example], paths: ['/admin/*/delete']}\n"
     )
     rules = compile_rules(policy.parse(text).rules)
-    assert rules.decide("PUT", "registry.npmjs.org", "/left-pad").rule == "rules:no-publish"
-    assert rules.decide("GET", "registry.npmjs.org", "/left-pad") is None
+    assert rules.decide("PUT", "npm-registry.example", "/left-pad").rule == "rules:no-publish"
+    assert rules.decide("GET", "npm-registry.example", "/left-pad") is None
     assert rules.decide("POST", "eu.app.example", "/admin/42/delete").rule == "rules:no-admin"
     assert rules.decide("POST", "app.example", "/admin/42/43/delete") is None
 

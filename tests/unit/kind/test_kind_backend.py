@@ -23,15 +23,15 @@ def calico_manifest(version=VERSION, pool=None, drop=()):
         "kind": "DaemonSet",
         "metadata": {"name": "calico-node", "namespace": "kube-system"},
         "spec": {"template": {"spec": {
-            "initContainers": [{"name": "install-cni", "image": f"docker.io/calico/cni:{version}"}],
-            "containers": [{"name": "calico-node", "image": f"docker.io/calico/node:{version}", "env": env}],
+            "initContainers": [{"name": "install-cni", "image": f"registry.example.test/calico/cni:{version}"}],
+            "containers": [{"name": "calico-node", "image": f"registry.example.test:5000/calico/node:{version}", "env": env}],
         }}},
     }
     ctrl = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "calico-kube-controllers", "namespace": "kube-system"},
-        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": f"docker.io/calico/kube-controllers:{version}"}]}}},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": f"calico/kube-controllers:{version}"}]}}},
     }
     docs = [node, ctrl]
     for image in drop:
