@@ -123,24 +123,24 @@ class Sink:
 
     @classmethod
     def start(cls, client, run_id: str, labels: dict[str, str]) -> Sink:
-        side = client.networks.create(f"yct-{run_id}-side", driver="bridge", labels=dict(labels))
+        return cls.launch(client, f"yct-{run_id}-side", image_ref("sink"), name=f"yct-{run_id}-sink",
+                          labels={**labels, LABEL_ROLE: "sink"}, ready_log="yolo-cage sink ready",
+                          ca_path="/capture/sink-ca.crt", cap_add=["NET_BIND_SERVICE", "NET_RAW"])
+
+    @classmethod
+    def launch(cls, client, side_name: str, image: str, *, labels: dict[str, str], ca_path: str, **run: Any) -> Any:
+        """A hardened test container (tests/containers.py) on a side network of its own; on failure
+        neither is left behind."""
+        side = client.networks.create(side_name, driver="bridge", labels={k: v for k, v in labels.items() if k != LABEL_ROLE})
         try:
-            container = test_containers.run(
-                image_ref("sink"),
-                name=f"yct-{run_id}-sink",
-                labels={**labels, LABEL_ROLE: "sink"},
-                ready_log="yolo-cage sink ready",
-                network=side.name,
-                cap_drop=["ALL"],
-                cap_add=["NET_BIND_SERVICE", "NET_RAW"],
-                security_opt=["no-new-privileges:true"],
-            )
+            container = test_containers.run(image, labels=labels, network=side.name, cap_drop=["ALL"],
+                                            security_opt=["no-new-privileges:true"], **run)
         except BaseException:
             side.remove()
             raise
-        sink = cls(container=container, side_network=side, ca_pem=b"")
-        sink.ca_pem = sink.read("/capture/sink-ca.crt")
-        return sink
+        made = cls(container=container, side_network=side, ca_pem=b"")
+        made.ca_pem = made.read(ca_path)
+        return made
 
     def join_egress(self, client, network: str, egress4, egress6, names: Iterable[str]) -> None:
         """Join the cage's egress network at fixed addresses, under paste-site names."""

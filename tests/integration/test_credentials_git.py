@@ -32,7 +32,6 @@ import pytest
 
 from kit.backend import ExecResult
 from kit.names import LABEL_ROLE, image_ref
-from tests import containers as test_containers
 from tests.integration.cagekit import SINK_NAMES, Sink, free_subnets, marker, run_probe
 from tests.integration.cagekit import _blobs as sink_blobs
 
@@ -68,31 +67,18 @@ class GitServer(Sink):
 
     @classmethod
     def start(cls, client, run_id: str, labels: dict[str, str], secrets_: dict[str, str], tag: str) -> GitServer:  # type: ignore[override]
-        side = client.networks.create(f"yct-{run_id}-gside", driver="bridge", labels=dict(labels))
-        try:
-            container = test_containers.run(
-                image_ref("gitserver", tag),
-                name=f"yct-{run_id}-gitserver",
-                labels={**labels, LABEL_ROLE: "gitserver"},
-                ready_log="yolo-cage gitserver ready",
-                environment={
-                    "GITSERVER_REPOS": "acme/widgets acme/other",
-                    "GITSERVER_PUBLIC_REPOS": "lib/public",
-                    "GITSERVER_API_HOSTS": " ".join(API_NAMES),
-                },
-                # The tokens the server accepts, in place before it starts (never in its environment).
-                files=[(f"/run/gitserver/{name}", value.encode() + b"\n", 0o400) for name, value in secrets_.items()],
-                network=side.name,
-                cap_drop=["ALL"],
-                cap_add=["NET_BIND_SERVICE"],
-                security_opt=["no-new-privileges:true"],
-            )
-        except BaseException:
-            side.remove()
-            raise
-        server = cls(container=container, side_network=side, ca_pem=b"")
-        server.ca_pem = server.read("/capture/gitserver-ca.crt")
-        return server
+        return cls.launch(
+            client, f"yct-{run_id}-gside", image_ref("gitserver", tag), name=f"yct-{run_id}-gitserver",
+            labels={**labels, LABEL_ROLE: "gitserver"}, ready_log="yolo-cage gitserver ready",
+            ca_path="/capture/gitserver-ca.crt", cap_add=["NET_BIND_SERVICE"],
+            environment={
+                "GITSERVER_REPOS": "acme/widgets acme/other",
+                "GITSERVER_PUBLIC_REPOS": "lib/public",
+                "GITSERVER_API_HOSTS": " ".join(API_NAMES),
+            },
+            # The tokens the server accepts, in place before it starts (never in its environment).
+            files=[(f"/run/gitserver/{name}", value.encode() + b"\n", 0o400) for name, value in secrets_.items()],
+        )
 
     def requests(self) -> list[dict[str, Any]]:
         lines = self.read("/capture/requests.jsonl").decode().splitlines()

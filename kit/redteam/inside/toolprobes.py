@@ -128,16 +128,7 @@ def git_push(workdir: str, url: str, files: dict[str, str], env: dict[str, str],
                               cwd=workdir, capture_output=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return o.TIMEOUT, "git push did not finish", {}
-    trace = proc.stderr.decode(errors="replace")
-    facts = {"exit": proc.returncode, "tail": "\n".join(line for line in trace.splitlines() if "<=" not in line)[-300:]}
-    if proc.returncode == 0:
-        return o.DELIVERED, "push accepted by the remote", facts
-    # git first asks the proxy without its credential: that 407 challenge is not a block.
-    reasons = [r for r in re.findall(r"x-yolo-cage-block:\s*(\S+)", trace, re.I) if r != "proxy-auth-required"]
-    if reasons:
-        facts["_block"] = reasons[-1]
-        return o.PROXY_BLOCK, f"blocked: {reasons[-1]}", facts
-    return network_words(trace) or o.CLOSED, f"git push exit {proc.returncode}", facts
+    return _git_outcome(proc, "push accepted by the remote", "git push")
 
 
 def git_fetch(url: str, env: dict[str, str], timeout: float):
@@ -150,15 +141,21 @@ def git_fetch(url: str, env: dict[str, str], timeout: float):
                               capture_output=True, env=env, timeout=timeout, check=False)  # fmt: skip
     except subprocess.TimeoutExpired:
         return o.TIMEOUT, "git ls-remote did not finish", {}
+    return _git_outcome(proc, "the remote answered the fetch", "git ls-remote")
+
+
+def _git_outcome(proc: subprocess.CompletedProcess, delivered: str, what: str):
+    """Judge a git command from its exit and its curl trace (GIT_TRACE_CURL on stderr)."""
     trace = proc.stderr.decode(errors="replace")
     facts = {"exit": proc.returncode, "tail": "\n".join(line for line in trace.splitlines() if "<=" not in line)[-300:]}
     if proc.returncode == 0:
-        return o.DELIVERED, "the remote answered the fetch", facts
+        return o.DELIVERED, delivered, facts
+    # git first asks the proxy without its credential: that 407 challenge is not a block.
     reasons = [r for r in re.findall(r"x-yolo-cage-block:\s*(\S+)", trace, re.I) if r != "proxy-auth-required"]
     if reasons:
         facts["_block"] = reasons[-1]
         return o.PROXY_BLOCK, f"blocked: {reasons[-1]}", facts
-    return network_words(trace) or o.CLOSED, f"git ls-remote exit {proc.returncode}", facts
+    return network_words(trace) or o.CLOSED, f"{what} exit {proc.returncode}", facts
 
 
 def ssh(host: str, port: int, key: str, timeout: float, env: dict[str, str]):
