@@ -14,6 +14,6 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 if _PACKAGE_PARENT not in sys.path:
     sys.path.insert(0, _PACKAGE_PARENT)
 
-from addon.mitm.chain import make_addons  # noqa: E402
+from addon.mitm.chain import YoloCage, make_addons  # noqa: E402
 
-addons = make_addons()
+addons = [YoloCage(make_addons())]

@@ -9,6 +9,7 @@ Pure: imports nothing from mitmproxy.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -101,7 +102,25 @@ def path_only(path: str) -> str:
 
 
 def normalise_path(path: str) -> tuple[str, ...]:
-    """Path segments as a permissive server might see them (see module docstring)."""
+    """Path segments as a permissive server might see them (see module docstring).
+
+    The rules, the git binding and the credential checks each ask for the same
+    request's path: ordinary lengths are remembered (a few recent ones, bounded).
+    """
+    if len(path) <= _CACHED_PATH:
+        return _normalise_cached(path)
+    return _normalise(path)
+
+
+_CACHED_PATH = 2048
+
+
+@functools.lru_cache(maxsize=256)
+def _normalise_cached(path: str) -> tuple[str, ...]:
+    return _normalise(path)
+
+
+def _normalise(path: str) -> tuple[str, ...]:
     text = path_only(path)
     for _ in range(_MAX_DECODE):
         decoded = unquote(text, errors="replace")

@@ -5,11 +5,24 @@ nothing about the policy), rules, git and credential checks before the scan
 (no scanner call for a request already denied), credential injection after the
 scan (a real value is swapped in only once everything passed), the upstream
 gate last (nothing is resolved or connected before every other check passed).
+
+mitmproxy sees one addon, :class:`YoloCage`, which calls the parts' hooks
+itself: mitmproxy's own walk over an addon's children costs a lookup per child
+and a rebuild of the hook's arguments per implementing child on every event,
+about 60 us of CPU per proxied request with twelve parts (measured A/B on the
+live proxy, where a whole small GET costs about 1.5 ms).
 """
 
 from __future__ import annotations
 
-from mitmproxy import http
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mitmproxy.addonmanager  # noqa: F401 - registers the load hook
+import mitmproxy.proxy.layers  # noqa: F401 - registers the HTTP, TCP, TLS and WebSocket hooks
+import mitmproxy.proxy.server_hooks  # noqa: F401 - registers server_connect and friends
+from mitmproxy import hooks, http
 
 from addon.decision import error
 from addon.mitm.credentials import CredentialCheck, CredentialInjection
@@ -57,3 +70,47 @@ def make_addons() -> list[object]:
         Unfinished(runtime),
         WebSocketControlFrames(),
     ]
+
+
+class YoloCage:
+    """The one addon mitmproxy registers: on each event, the parts' hooks run in chain order.
+
+    Every public method of a part must be a mitmproxy hook: a misspelt or
+    unknown one would silently never run, so it stops the proxy at startup
+    instead. Each part's hooks keep their own fail-closed guard; an exception
+    that escapes one still ends the event for the parts after it, as mitmproxy's
+    walk over children does.
+    """
+
+    def __init__(self, parts: Sequence[object]):
+        self.parts = tuple(parts)
+        by_hook: dict[str, list[Callable[..., Any]]] = {}
+        for part in self.parts:
+            for name in dir(part):
+                if name.startswith("_") or not callable(getattr(part, name)):
+                    continue
+                if name not in hooks.all_hooks:
+                    raise TypeError(f"{type(part).__name__}.{name} is not a mitmproxy hook")
+                by_hook.setdefault(name, []).append(getattr(part, name))
+        for name, funcs in by_hook.items():
+            setattr(self, name, _dispatcher(name, tuple(funcs)))
+
+
+def _dispatcher(name: str, funcs: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
+    if not any(inspect.iscoroutinefunction(f) for f in funcs):
+
+        def run(*args: Any) -> None:
+            for f in funcs:
+                f(*args)
+
+        run.__name__ = name
+        return run
+
+    async def run_async(*args: Any) -> None:
+        for f in funcs:
+            pending = f(*args)
+            if pending is not None:
+                await pending
+
+    run_async.__name__ = name
+    return run_async

@@ -15,6 +15,20 @@ from addon.mitm.runtime import AGENT, Runtime
 from addon.mitm.safety import guard
 
 HEADER = "Proxy-Authorization"
+_NAME = HEADER.lower().encode()
+
+
+def _take_credential(headers: http.Headers) -> str | None:
+    """Remove every Proxy-Authorization field; their value as ``headers.get`` gives it (repeats joined by ", ").
+
+    One pass over the raw fields: the mapping interface would scan them three times.
+    """
+    fields = headers.fields
+    values = [v for k, v in fields if k.lower() == _NAME]
+    if not values:
+        return None
+    headers.fields = tuple(f for f in fields if f[0].lower() != _NAME)
+    return ", ".join(v.decode("utf-8", "surrogateescape") for v in values)
 
 
 class Identity:
@@ -28,8 +42,7 @@ class Identity:
 
     @guard
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        header = flow.request.headers.get(HEADER)
-        flow.request.headers.pop(HEADER, None)  # never forwarded, even on refused requests
+        header = _take_credential(flow.request.headers)  # never forwarded, even on refused requests
         if self.runtime.decided(flow):
             return
         state = self.runtime.client(flow.client_conn)

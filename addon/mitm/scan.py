@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from mitmproxy import http
 
@@ -27,7 +28,7 @@ from addon.mitm.credentials import CHECK, EXEMPT
 from addon.mitm.identity import HEADER
 from addon.mitm.runtime import AGENT, SCAN, Config, Runtime, ScanInfo
 from addon.mitm.safety import TAINTED, drop_websocket_message, guard
-from addon.scanning import ScanFailure
+from addon.scanning import Outcome, ScanFailure
 
 SCAN_DECISION = "yolo_cage.scan_decision"
 EARLY = "yolo_cage.early_scan"  # the scan of a bodiless request, started at requestheaders
@@ -43,11 +44,47 @@ def _url(req: http.Request, host: Host) -> str:
     return f"{req.scheme}://{netloc}{req.data.path.decode('utf-8', 'backslashreplace')}"
 
 
-def _bodiless(req: http.Request) -> bool:
+class _Pending:
+    """A scan under way (or none, in scan mode off): :meth:`result` gives its decision."""
+
+    __slots__ = ("exempt", "fail_open", "future", "mode", "started")
+
+    def __init__(self, mode: str, future: asyncio.Future[Outcome] | None, exempt: frozenset[str], fail_open: bool,
+                 started: float):
+        self.mode, self.future, self.exempt, self.fail_open, self.started = mode, future, exempt, fail_open, started
+
+    def cancel(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
+
+    async def result(self) -> tuple[Decision, ScanInfo]:
+        if self.future is None:
+            return allow("scan-off", "scan.mode"), ScanInfo(mode="off")
+        # A credential in its own bound place (its placeholder, or a passthrough value) is not a leak.
+        outcome = without_locations(await self.future, self.exempt)
+        elapsed = (time.perf_counter() - self.started) * 1000
+        decision = scanning.decide(outcome, self.mode, self.fail_open)
+        if isinstance(outcome, ScanFailure):
+            return decision, ScanInfo(mode=self.mode, scan_ms=elapsed)
+        return decision, ScanInfo(mode=self.mode, findings=outcome.findings, scan_ms=elapsed, scanned=True)
+
+
+def _framing(fields: tuple[tuple[bytes, bytes], ...]) -> tuple[list[bytes], bool]:
+    """Every Content-Length value, and whether a Transfer-Encoding is present: one pass over the raw fields."""
+    lengths: list[bytes] = []
+    transfer_encoded = False
+    for name, value in fields:
+        name = name.lower()
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            transfer_encoded = True
+    return lengths, transfer_encoded
+
+
+def _bodiless(req: http.Request, lengths: list[bytes], transfer_encoded: bool) -> bool:
     """HTTP/1 frames this request without a body (RFC 9112 6.3): it is complete at requestheaders."""
-    if not req.http_version.startswith("HTTP/1") or "transfer-encoding" in req.headers:
-        return False
-    return req.headers.get_all("content-length") in ([], ["0"])
+    return req.http_version.startswith("HTTP/1") and not transfer_encoded and lengths in ([], [b"0"])
 
 
 _PROXY_AUTHORIZATION = HEADER.lower().encode()
@@ -67,7 +104,7 @@ class ContentScan:
     @guard
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         if not self.runtime.decided(flow):
-            await self._scan_request(flow, b"")
+            self._record(flow, *await self._begin(flow, b"").result())
 
     @guard
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -75,15 +112,15 @@ class ContentScan:
         if self.runtime.decided(flow):
             return
         config = self.runtime.require_config()
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > config.policy.scan.max_body_bytes:
-            self._oversize(flow, config, int(length))
-        elif _bodiless(flow.request):
-            flow.metadata[EARLY] = asyncio.ensure_future(self._scan_payload(flow, b""))
+        lengths, transfer_encoded = _framing(flow.request.headers.fields)
+        if len(lengths) == 1 and lengths[0].isdigit() and int(lengths[0]) > config.policy.scan.max_body_bytes:
+            self._oversize(flow, config, int(lengths[0]))
+        elif _bodiless(flow.request, lengths, transfer_encoded):
+            flow.metadata[EARLY] = self._begin(flow, b"")
 
     @guard
     async def request(self, flow: http.HTTPFlow) -> None:
-        early: asyncio.Future[tuple[Decision, ScanInfo]] | None = flow.metadata.pop(EARLY, None)
+        early: _Pending | None = flow.metadata.pop(EARLY, None)
         if self.runtime.decided(flow):
             if early is not None:
                 early.cancel()
@@ -94,12 +131,12 @@ class ContentScan:
             if body or flow.request.trailers:
                 early.cancel()
                 raise RuntimeError("a request framed without a body came with one")  # guard: refused
-            self._record(flow, *await early)
+            self._record(flow, *await early.result())
             return
         if len(body) > config.policy.scan.max_body_bytes:
             self._oversize(flow, config, len(body))
             return
-        await self._scan_request(flow, body)
+        self._record(flow, *await self._begin(flow, body).result())
 
     def _oversize(self, flow: http.HTTPFlow, config: Config, size: int) -> None:
         limit = config.policy.scan.max_body_bytes
@@ -108,43 +145,39 @@ class ContentScan:
         flow.metadata[SCAN] = ScanInfo(mode="enforce")
         self._apply(flow, decision)
 
-    async def _scan_request(self, flow: http.HTTPFlow, body: bytes) -> None:
-        self._record(flow, *await self._scan_payload(flow, body))
-
     def _record(self, flow: http.HTTPFlow, decision: Decision, info: ScanInfo) -> None:
         flow.metadata[SCAN] = info
         self._apply(flow, decision)
 
-    async def _scan_payload(self, flow: http.HTTPFlow, body: bytes) -> tuple[Decision, ScanInfo]:
-        config = self.runtime.require_config()
+    def _begin(self, flow: http.HTTPFlow, body: bytes) -> _Pending:
+        """Send the request's scan now; its decision comes from ``result()``."""
         target: Host = flow.metadata[TARGET]
-        payload = scanning.build_request(
-            request_id=flow.id,
-            agent=flow.metadata.get(AGENT),
-            destination=target.name,
-            kind="http",
-            method=flow.request.method,
-            url=_url(flow.request, target),
-            headers=_headers(flow.request),
-            body=body,
+        return self._start(
+            self.runtime.require_config(), target.name, flow.metadata.get(CHECK), flow.metadata.get(EXEMPT, frozenset()),
+            lambda: scanning.build_request(
+                request_id=flow.id,
+                agent=flow.metadata.get(AGENT),
+                destination=target.name,
+                kind="http",
+                method=flow.request.method,
+                url=_url(flow.request, target),
+                headers=_headers(flow.request),
+                body=body,
+            ),
         )
-        return await self._scan(config, target.name, payload, flow.metadata.get(CHECK), flow.metadata.get(EXEMPT, frozenset()))
 
-    async def _scan(
-        self, config: Config, host: str, payload: bytes, check: Check | None, exempt: frozenset[str] = frozenset()
-    ) -> tuple[Decision, ScanInfo]:
+    @staticmethod
+    def _start(
+        config: Config, host: str, check: Check | None, exempt: frozenset[str], payload: Callable[[], bytes]
+    ) -> _Pending:
         scan_policy = config.policy.scan
         mode = scan_mode(scan_policy.mode_for(host), check or Check())
         if mode == "off":
-            return allow("scan-off", "scan.mode"), ScanInfo(mode="off")
+            return _Pending(mode, None, exempt, scan_policy.unsafe_fail_open, 0.0)
+        data = payload()
         started = time.perf_counter()
-        # A credential in its own bound place (its placeholder, or a passthrough value) is not a leak.
-        outcome = without_locations(await config.scanner.scan(payload, scan_policy.deadline_ms / 1000), exempt)
-        elapsed = (time.perf_counter() - started) * 1000
-        decision = scanning.decide(outcome, mode, scan_policy.unsafe_fail_open)
-        if isinstance(outcome, ScanFailure):
-            return decision, ScanInfo(mode=mode, scan_ms=elapsed)
-        return decision, ScanInfo(mode=mode, findings=outcome.findings, scan_ms=elapsed, scanned=True)
+        future = config.scanner.start(data, scan_policy.deadline_ms / 1000)
+        return _Pending(mode, future, exempt, scan_policy.unsafe_fail_open, started)
 
     def _apply(self, flow: http.HTTPFlow, decision: Decision) -> None:
         if decision.allowed:
@@ -165,19 +198,21 @@ class ContentScan:
             refused = block("websocket-blocked", "scan", "an earlier message on this WebSocket was blocked")
             self.runtime.audit_message(flow, refused, index, len(message.content), info)
             return
-        config = self.runtime.require_config()
         target: Host = flow.metadata[TARGET]
-        payload = scanning.build_request(
-            request_id=f"{flow.id}.ws{index}",
-            agent=flow.metadata.get(AGENT),
-            destination=target.name,
-            kind="websocket",
-            method=flow.request.method,
-            url=_url(flow.request, target),
-            headers=[],
-            body=message.content,
+        pending = self._start(
+            self.runtime.require_config(), target.name, flow.metadata.get(CHECK), frozenset(),
+            lambda: scanning.build_request(
+                request_id=f"{flow.id}.ws{index}",
+                agent=flow.metadata.get(AGENT),
+                destination=target.name,
+                kind="websocket",
+                method=flow.request.method,
+                url=_url(flow.request, target),
+                headers=[],
+                body=message.content,
+            ),
         )
-        decision, info = await self._scan(config, target.name, payload, flow.metadata.get(CHECK))
+        decision, info = await pending.result()
         if not decision.allowed:
             drop_websocket_message(flow)
         if not self.runtime.audit_message(flow, decision, index, len(message.content), info):

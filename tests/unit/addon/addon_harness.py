@@ -22,7 +22,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from addon.identity import hash_token
-from addon.mitm.chain import make_addons
+from addon.mitm.chain import YoloCage, make_addons
 from addon.mitm.runtime import Runtime
 from addon.scanning import Outcome, ScanResult
 
@@ -49,10 +49,16 @@ class FakeScanner:
         self.calls: list[dict] = []
         self.answer: Outcome | Callable[[dict], Outcome] = ScanResult("clean")
 
-    async def scan(self, payload: bytes, deadline_s: float) -> Outcome:
+    def start(self, payload: bytes, deadline_s: float) -> asyncio.Future[Outcome]:
+        """Like the real client: the call is made at once, the future carries the outcome."""
         call = json.loads(payload)
         self.calls.append(call)
-        return self.answer(call) if callable(self.answer) else self.answer
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        future.set_result(self.answer(call) if callable(self.answer) else self.answer)
+        return future
+
+    async def scan(self, payload: bytes, deadline_s: float) -> Outcome:
+        return await self.start(payload, deadline_s)
 
     async def close(self) -> None:
         pass
@@ -79,14 +85,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class EntryScript:
-    """Stands in for addon/entry.py's module as mitmproxy's script loader registers it: one addon, the parts its children.
-
-    (Registered one by one instead, each part would get mitmproxy's per-addon
-    error handler and coroutine on every event, which the real proxy never pays.)
-    """
+    """Stands in for addon/entry.py's module as mitmproxy's script loader registers it: its child is the one
+    YoloCage addon, which runs the parts."""
 
     def __init__(self) -> None:
-        self.addons = make_addons()
+        self.parts = make_addons()
+        self.addons = [YoloCage(self.parts)]
 
 
 class Cage:
@@ -103,8 +107,8 @@ class Cage:
         self.audit_path = tmp / "audit.jsonl"
         self.scanner = FakeScanner()
         script = EntryScript()
-        self.addons = script.addons
-        self.runtime: Runtime = self.addons[0].runtime  # type: ignore[attr-defined]
+        self.parts = script.parts
+        self.runtime: Runtime = self.parts[0].runtime  # type: ignore[attr-defined]
         # Proxyserver declares connection_strategy, stream_large_bodies, ...: the chain checks them.
         self.ctx = taddons.context(proxyserver.Proxyserver(), script)
         _OPEN.append(self)

@@ -227,6 +227,29 @@ def test_proxy_credentials(cage, auth, status, reason) -> None:
     assert len(c.scanner.calls) == (0 if status else 2)
 
 
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ([(b"proxy-authorization", proxy_auth().encode())], None),  # any case is the same field
+        ([(b"Proxy-Authorization", proxy_auth().encode()), (b"PROXY-AUTHORIZATION", proxy_auth().encode())], 407),
+        ([(b"Proxy-Authorization", proxy_auth().encode()), (b"Proxy-Authorization", proxy_auth("alice", "wrong").encode())], 407),
+    ],
+    ids=["lower-case", "twice", "right-and-wrong"],
+)
+def test_every_proxy_authorization_field_is_read_and_none_goes_upstream(cage, fields, status) -> None:
+    """Repeated fields are one credential joined by ", " (as mitmproxy reads them): never a valid one."""
+
+    async def main():
+        c = cage().configure()
+        return await c.send(request(auth=None, headers=[(b"X-Keep", b"1"), *fields]))
+
+    flow = run(main())
+    got = refusal(flow)
+    assert (got["status"] if got else None) == status
+    assert [k for k, _ in flow.request.headers.fields if k.lower() == b"proxy-authorization"] == []
+    assert flow.request.headers["X-Keep"] == "1"  # the other fields stay, in order
+
+
 def test_agent_networks_bind_a_credential_to_its_network(cage) -> None:
     from addon.identity import hash_token
 
@@ -481,9 +504,8 @@ def test_an_exception_in_any_hook_blocks_the_request(cage, monkeypatch) -> None:
         raise ZeroDivisionError("bug")
 
     async def main():
-        c = cage().configure()
         monkeypatch.setattr(rules_gate.RequestRules, "requestheaders", rules_gate.guard(lambda self, flow: boom()))
-        c.addons[4] = rules_gate.RequestRules(c.runtime)  # the registered addon's own list of parts
+        c = cage().configure()  # its YoloCage binds the parts' hooks when it is made
         return c, await c.send(request())
 
     c, flow = run(main())

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import runpy
 from pathlib import Path
 
+import pytest
 from addon_harness import POLICY, request, run
 from mitmproxy import http
 
-from addon.mitm.chain import make_addons
+from addon.mitm.chain import YoloCage, make_addons
 from addon.mitm.runtime import Pin
 from addon.scanning import ScanFailure
 
@@ -18,9 +20,35 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_the_entry_point_holds_the_chain_in_order_with_one_shared_state() -> None:
     entry = runpy.run_path(str(ROOT / "addon" / "entry.py"))
-    parts = entry["addons"]  # mitmproxy's script loader registers the module: these are its children
-    assert [type(a) for a in parts] == [type(a) for a in make_addons()]
-    assert len({id(a.runtime) for a in parts if hasattr(a, "runtime")}) == 1
+    [cage] = entry["addons"]  # mitmproxy's script loader registers the module: this is its one child
+    assert isinstance(cage, YoloCage) and not hasattr(cage, "addons")  # mitmproxy walks no children of its own
+    assert [type(a) for a in cage.parts] == [type(a) for a in make_addons()]
+    assert len({id(a.runtime) for a in cage.parts if hasattr(a, "runtime")}) == 1
+
+
+def test_each_hook_runs_every_part_that_has_it_in_chain_order() -> None:
+    parts = make_addons()
+    cage = YoloCage(parts)
+    for name in ("requestheaders", "request", "http_connect", "websocket_message", "load", "configure", "error"):
+        expected = [type(p).__name__ for p in parts if hasattr(p, name)]
+        assert expected, name
+        called: list[str] = []
+        for p in parts:
+            if hasattr(p, name):
+                setattr(p, name, (lambda n: lambda *a: called.append(n))(type(p).__name__))
+        getattr(YoloCage(parts), name)(object())
+        assert called == expected, name
+    assert not hasattr(cage, "update") and not hasattr(cage, "client_connected")  # no part has them: mitmproxy skips us
+    assert inspect.iscoroutinefunction(cage.request) and not inspect.iscoroutinefunction(cage.load)  # load is called sync
+
+
+def test_a_part_method_that_is_no_hook_stops_the_proxy_at_startup() -> None:
+    class Misspelt:
+        def request_headers(self, flow: object) -> None:  # would never be called: a check silently skipped
+            pass
+
+    with pytest.raises(TypeError, match="Misspelt.request_headers is not a mitmproxy hook"):
+        YoloCage([*make_addons(), Misspelt()])
 
 
 def test_every_part_sees_the_request_through_the_one_registered_addon(cage) -> None:

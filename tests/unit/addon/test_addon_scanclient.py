@@ -8,7 +8,7 @@ import socket
 import pytest
 from aiohttp import web
 
-from addon.scanclient import ScannerClient
+from addon.scanclient import BadAnswer, ScannerClient, _Answer
 from addon.scanning import ScanFailure, ScanResult
 
 CLEAN = b'{"verdict": "clean", "findings": [], "errors": [], "scan_ms": 0.1}'
@@ -281,3 +281,117 @@ def test_at_most_the_pool_size_of_connections_at_once() -> None:
 def test_only_a_plain_http_url() -> None:
     with pytest.raises(ValueError):
         ScannerClient("https://scanner:8000")
+
+
+# --- the answer read in pieces; calls waiting, cancelled, shut down ----------------------------------------
+
+
+@pytest.mark.parametrize("answer", [ok(), chunked(CLEAN), ok(extra=b"X-Other: 1\r\n"), ok(b"")], ids=["length", "chunked", "extra-header", "empty"])
+def test_an_answer_read_one_byte_at_a_time_is_the_same_answer(answer: bytes) -> None:
+    whole = _Answer()
+    assert whole.feed(answer)
+    pieces = _Answer()
+    done = [pieces.feed(answer[i : i + 1]) for i in range(len(answer))]
+    assert done[-1] and not any(done[:-1])  # complete exactly at the last byte, not before
+    assert (pieces.status, pieces.body, pieces.keep) == (whole.status, whole.body, whole.keep) == (200, whole.body, True)
+    assert whole.body == (b"" if answer == ok(b"") else CLEAN)
+
+
+def test_a_close_delimited_answer_is_complete_only_at_the_close() -> None:
+    answer = _Answer()
+    assert not answer.feed(b"HTTP/1.1 200 OK\r\n\r\n" + CLEAN)
+    assert answer.end() and answer.body == CLEAN and not answer.keep
+
+
+def test_bytes_past_the_content_length_are_a_bad_answer() -> None:
+    with pytest.raises(BadAnswer):
+        _Answer().feed(ok() + b"HTTP/1.1 200 OK\r\n")
+
+
+def held_until(gate: asyncio.Event):
+    """A scan handler that answers clean once ``gate`` is set."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await gate.wait()
+        return web.Response(body=CLEAN, content_type="application/json")
+
+    return handler
+
+
+def test_a_call_waiting_for_a_free_connection_still_meets_its_deadline() -> None:
+    async def main():
+        gate = asyncio.Event()
+        runner, url = await serve(held_until(gate))
+        client = ScannerClient(url, connections=1)
+        started = asyncio.get_running_loop().time()
+        try:
+            first = client.start(b"{}", 5.0)  # holds the only connection
+            second = await client.scan(b"{}", 0.2)  # waits in the queue, then times out
+            waited = asyncio.get_running_loop().time() - started
+            gate.set()
+            return await first, second, waited, await client.scan(b"{}", 2.0)
+        finally:
+            gate.set()
+            await client.close()
+            await runner.cleanup()
+
+    first, second, waited, third = run(main())
+    assert isinstance(first, ScanResult) and isinstance(third, ScanResult)  # the controls, same client and connection
+    assert isinstance(second, ScanFailure) and second.reason == "scanner-timeout" and waited < 1.5
+
+
+def test_a_cancelled_call_keeps_its_connection_until_the_answer_then_reuses_it() -> None:
+    async def main():
+        server = RawScanner([ok(), ok(), ok(), ok(), ok()])
+        url = await server.start()
+        client = ScannerClient(url)
+        try:
+            before = await client.scan(b'{"n": 0}', 2.0)  # a kept-alive connection: the next call is sent at once
+            client.start(b'{"n": 1}', 2.0).cancel()  # sent, then the caller gave up (the request was refused meanwhile)
+            after = await client.scan(b'{"n": 2}', 2.0)  # the first connection still owes n=1's answer: a second one
+            await asyncio.sleep(0.05)
+            again = await asyncio.gather(client.scan(b'{"n": 3}', 2.0), client.scan(b'{"n": 4}', 2.0))
+        finally:
+            await client.close()
+            await server.stop()
+        return [before, after, *again], server
+
+    outcomes, server = run(main())
+    assert all(isinstance(o, ScanResult) for o in outcomes)
+    assert sorted(r[-8:] for r in server.requests) == [b'{"n": %d}' % i for i in range(5)]
+    assert server.connections == 2  # n=1's answer was read and both connections were reused for n=3 and n=4
+
+
+def test_a_call_cancelled_before_its_connection_opened_is_never_sent() -> None:
+    async def main():
+        server = RawScanner([ok()])
+        url = await server.start()
+        client = ScannerClient(url)
+        try:
+            client.start(b'{"n": 0}', 2.0).cancel()
+            after = await client.scan(b'{"n": 1}', 2.0)
+        finally:
+            await client.close()
+            await server.stop()
+        return after, server
+
+    after, server = run(main())
+    assert isinstance(after, ScanResult) and [r[-8:] for r in server.requests] == [b'{"n": 1}']
+
+
+def test_closing_the_client_fails_the_calls_in_flight() -> None:
+    async def main():
+        gate = asyncio.Event()
+        runner, url = await serve(held_until(gate))
+        client = ScannerClient(url)
+        try:
+            pending = client.start(b"{}", 5.0)
+            await asyncio.sleep(0.05)  # connected and sent
+            await client.close()
+            return await asyncio.wait_for(pending, 1.0)
+        finally:
+            gate.set()
+            await runner.cleanup()
+
+    outcome = run(main())
+    assert isinstance(outcome, ScanFailure) and outcome.reason == "scanner-unreachable"
