@@ -64,8 +64,29 @@ def _url_part(value: str, event: Event, locations: tuple[str, ...]) -> str:
     return value if event.scanned else redact_tokens(value)
 
 
+class _Clock:
+    """UTC stamps to the millisecond ("2026-11-30T20:34:16.123Z"); the text up to the second is reused within it."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def stamp(self, now: datetime | None = None) -> str:
+        if now is not None:
+            return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        seconds, fraction = divmod(time.time(), 1.0)
+        whole = int(seconds)
+        if whole != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = whole
+        return f"{self._prefix}.{min(int(fraction * 1000), 999):03d}Z"
+
+
+_CLOCK = _Clock()
+
+
 def record(event: Event, now: datetime | None = None) -> dict[str, object]:
-    stamp = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = _CLOCK.stamp(now)
     return {
         "time": stamp,
         "request_id": event.request_id,

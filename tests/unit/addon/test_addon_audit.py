@@ -66,3 +66,16 @@ def test_the_log_appends_whole_lines_from_many_writers(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert len(lines) == 202
     assert [json.loads(x)["n"] for x in lines][0] == 0 and json.loads(lines[-1])["n"] == 99
+
+
+def test_audit_time_stamps_are_utc_milliseconds_across_second_boundaries(monkeypatch) -> None:
+    import datetime as dt
+    import time as time_module
+
+    from addon.audit import _Clock
+
+    clock = _Clock()
+    for instant in (1764534856.0, 1764534856.4567, 1764534856.9999, 1764534857.0004, 1764534920.5, 1767225599.9991):
+        monkeypatch.setattr(time_module, "time", lambda instant=instant: instant)
+        expected = dt.datetime.fromtimestamp(instant, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert clock.stamp() == expected, instant  # the cached second is replaced when the second changes
