@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
@@ -26,11 +27,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from aiohttp import web
-
     from scanner.config import load_config
     from scanner.core import Scanner
-    from scanner.service import make_app
+    from scanner.service import ListenError, run
 
     try:
         cfg = load_config(args.config, {"secrets_dir": args.secrets_dir, "key_file": args.key_file, "workers": args.workers})
@@ -44,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     # The compiled rules and loaded plugins are a large heap that lives as long as the process:
     # out of the collector's generations, a full collection no longer walks it (p99 scan time).
     gc.freeze()
-    web.run_app(make_app(scanner), host=args.host, port=args.port, access_log=None, print=None)
+    try:
+        asyncio.run(run(scanner, args.host, args.port))
+    except ListenError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

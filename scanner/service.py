@@ -1,4 +1,4 @@
-"""The HTTP service (aiohttp): the native scan endpoint, the LLM-Guard one, probes, metrics.
+"""The HTTP service (scanner/http1.py): the native scan endpoint, the LLM-Guard one, probes, metrics.
 
 Scans run in a bounded thread pool so /healthz answers while a big body is
 scanned; at most `workers` run at once and at most `max_queue` wait (more: 503).
@@ -13,30 +13,31 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
+import signal
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
-from aiohttp import web
 
 from scanner.core import Result, Scanner
 from scanner.errors import BadScanRequest
+from scanner.http1 import Limits, Request, Response, Server
 from scanner.metrics import Metrics
 from scanner.request import ScanRequest
 
 log = logging.getLogger("scanner.service")
 
-SCANNER = web.AppKey("scanner", Scanner)
-POOL = web.AppKey("pool", ThreadPoolExecutor)
-METRICS = web.AppKey("metrics", Metrics)
-SLOTS = web.AppKey("slots", asyncio.Semaphore)
 INLINE_MAX = 16 * 1024
+T = TypeVar("T")
+Answer = Response | Awaitable[Response]
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def _json(data: object, status: int = 200) -> Response:
+    return Response(status, orjson.dumps(data))
 
 
-def _error(status: int, code: str, detail: str) -> web.Response:
+def _error(status: int, code: str, detail: str) -> Response:
     return _json({"error": code, "detail": detail}, status)
 
 
@@ -70,118 +71,185 @@ def parse_scan_request(doc: object) -> ScanRequest:
                        request_id=doc.get("request_id", ""))
 
 
-async def _read_json(request: web.Request) -> object:
-    raw = await request.read()
+def _read_json(request: Request) -> object:
     try:
-        return orjson.loads(raw)
+        return orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
         raise BadScanRequest(f"the request body is not JSON: {exc}") from None
 
 
-async def _run(request: web.Request, fn, *args):
-    app = request.app
-    slots, metrics = app[SLOTS], app[METRICS]
-    if metrics.inflight >= app[SCANNER].cfg.max_queue + app[SCANNER].cfg.workers:
-        metrics.errors["busy"] += 1
-        raise web.HTTPServiceUnavailable(text='{"error": "busy"}', content_type="application/json")
-    metrics.inflight += 1
-    try:
-        length = request.content_length
-        if length is not None and length <= INLINE_MAX:
-            return fn(*args)
-        async with slots:
-            return await asyncio.get_running_loop().run_in_executor(app[POOL], fn, *args)
-    finally:
-        metrics.inflight -= 1
+class ListenError(Exception):
+    """The service cannot listen on the address it was given."""
 
 
-async def scan(request: web.Request) -> web.Response:
-    try:
-        req = parse_scan_request(await _read_json(request))
-    except BadScanRequest as exc:
-        request.app[METRICS].errors["bad-request"] += 1
-        return _error(400, "bad-request", str(exc))
-    result: Result = await _run(request, request.app[SCANNER].scan_request, req)
-    request.app[METRICS].observe("scan", result.verdict, result.scan_ms, result.bytes_scanned, result.findings, result.errors,
-                                 result.dropped)
-    return _json(result.to_json())
+class ScanService:
+    """The routes on one Scanner; `handle` and `on_error` are the http1.Server's callbacks."""
 
+    def __init__(self, scanner: Scanner):
+        self.scanner = scanner
+        self.metrics = Metrics()
+        self.pool = ThreadPoolExecutor(max_workers=scanner.cfg.workers, thread_name_prefix="scan")
+        self.slots = asyncio.Semaphore(scanner.cfg.workers)
+        self._busy_at = scanner.cfg.max_queue + scanner.cfg.workers
+        self._watcher: asyncio.Task[None] | None = None
+        self.routes: dict[str, dict[str, Callable[[Request], Answer]]] = {
+            "/v1/scan": {"POST": self.scan},
+            "/analyze/prompt": {"POST": self.analyze_prompt},
+            "/healthz": {"GET": self.healthz},
+            "/readyz": {"GET": self.readyz},
+            "/metrics": {"GET": self.metrics_text},
+        }
 
-async def analyze_prompt(request: web.Request) -> web.Response:
-    try:
-        doc = await _read_json(request)
-    except BadScanRequest as exc:
-        return _error(400, "bad-request", str(exc))
-    if not isinstance(doc, dict) or not isinstance(doc.get("prompt"), str):
-        request.app[METRICS].errors["bad-request"] += 1
-        return _error(400, "bad-request", 'expected {"prompt": "<text>"}')
-    result, sanitized = await _run(request, request.app[SCANNER].scan_text, doc["prompt"])
-    request.app[METRICS].observe("analyze_prompt", result.verdict, result.scan_ms, result.bytes_scanned, result.findings, result.errors)
-    valid = result.verdict == "clean"
-    # LLM-Guard's shape: a risk score per scanner, -1.0 when nothing was found.
-    return _json({"is_valid": valid, "scanners": {"Secrets": -1.0 if valid else 1.0}, "sanitized_prompt": sanitized})
+    # -- the server's callbacks
 
+    def handle(self, request: Request) -> Answer:
+        methods = self.routes.get(request.path)
+        if methods is None:
+            return _error(404, "not-found", "no such endpoint")
+        fn = methods.get(request.method)
+        if fn is None:
+            return Response(405, orjson.dumps({"error": "method-not-allowed", "detail": f"use {', '.join(methods)}"}),
+                            headers=(("Allow", ", ".join(methods)),))
+        try:
+            answer = fn(request)
+        except Exception:  # never take the service down; the proxy blocks on 500
+            return self._internal()
+        return answer if isinstance(answer, Response) else self._guarded(answer)
 
-async def healthz(_: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    def on_error(self, status: int, code: str, detail: str) -> Response:
+        if code == "too-large":
+            self.metrics.errors["too-large"] += 1
+        return _error(status, code, detail)
 
+    async def _guarded(self, answer: Awaitable[Response]) -> Response:
+        try:
+            return await answer
+        except Exception:
+            return self._internal()
 
-async def readyz(request: web.Request) -> web.Response:
-    sc = request.app[SCANNER]
-    return _json({"ready": True, "rules": len(sc.rules), "secrets_loaded": len(sc.loaded.secrets),
-                  "secrets_skipped": list(sc.loaded.skipped), "fingerprint_key": sc.key_source, "reloads": sc.reloads})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    m, sc = request.app[METRICS], request.app[SCANNER]
-    m.gauges["secrets_loaded"] = len(sc.loaded.secrets)
-    m.gauges["rules"] = len(sc.rules)
-    return web.Response(text=m.render(), content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
-
-
-@web.middleware
-async def _errors(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        request.app[METRICS].errors["too-large"] += 1
-        return _error(413, "too-large", exc.text or "request too large")
-    except web.HTTPException:
-        raise
-    except Exception:  # never take the service down; the proxy blocks on 500
+    def _internal(self) -> Response:
         log.exception("scan failed")
-        request.app[METRICS].errors["internal"] += 1
+        self.metrics.errors["internal"] += 1
         return _error(500, "internal", "the scanner failed on this request; see its log")
 
+    # -- where a scan runs
 
-async def _watch_secrets(app: web.Application) -> None:
-    sc = app[SCANNER]
-    while True:
-        await asyncio.sleep(sc.cfg.secrets_poll_s)
+    def _run(self, size: int, fn: Callable[[Any], T], arg: Any, done: Callable[[T], Response]) -> Answer:
+        """Inline when small, else in the pool; 503 when `workers` run and `max_queue` wait already."""
+        metrics = self.metrics
+        if metrics.inflight >= self._busy_at:
+            metrics.errors["busy"] += 1
+            return _json({"error": "busy"}, 503)
+        metrics.inflight += 1
+        if size > INLINE_MAX:
+            return self._pooled(fn, arg, done)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, sc.reload_if_changed)
-        except Exception:
-            log.exception("secrets reload failed; keeping the previous set")
+            result = fn(arg)
+        finally:
+            metrics.inflight -= 1
+        return done(result)
+
+    async def _pooled(self, fn: Callable[[Any], T], arg: Any, done: Callable[[T], Response]) -> Response:
+        try:  # inflight was counted when the request was taken, so the busy check sees it at once
+            async with self.slots:
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, fn, arg)
+        finally:
+            self.metrics.inflight -= 1
+        return done(result)
+
+    # -- routes
+
+    def scan(self, request: Request) -> Answer:
+        try:
+            req = parse_scan_request(_read_json(request))
+        except BadScanRequest as exc:
+            self.metrics.errors["bad-request"] += 1
+            return _error(400, "bad-request", str(exc))
+        return self._run(len(request.body), self.scanner.scan_request, req, self._scanned)
+
+    def _scanned(self, result: Result) -> Response:
+        self.metrics.observe("scan", result.verdict, result.scan_ms, result.bytes_scanned, result.findings, result.errors,
+                             result.dropped)
+        return _json(result.to_json())
+
+    def analyze_prompt(self, request: Request) -> Answer:
+        try:
+            doc = _read_json(request)
+        except BadScanRequest as exc:
+            return _error(400, "bad-request", str(exc))
+        if not isinstance(doc, dict) or not isinstance(doc.get("prompt"), str):
+            self.metrics.errors["bad-request"] += 1
+            return _error(400, "bad-request", 'expected {"prompt": "<text>"}')
+        return self._run(len(request.body), self.scanner.scan_text, doc["prompt"], self._analyzed)
+
+    def _analyzed(self, answer: tuple[Result, str]) -> Response:
+        result, sanitized = answer
+        self.metrics.observe("analyze_prompt", result.verdict, result.scan_ms, result.bytes_scanned, result.findings,
+                             result.errors)
+        valid = result.verdict == "clean"
+        # LLM-Guard's shape: a risk score per scanner, -1.0 when nothing was found.
+        return _json({"is_valid": valid, "scanners": {"Secrets": -1.0 if valid else 1.0}, "sanitized_prompt": sanitized})
+
+    def healthz(self, _: Request) -> Response:
+        return _json({"status": "ok"})
+
+    def readyz(self, _: Request) -> Response:
+        sc = self.scanner
+        return _json({"ready": True, "rules": len(sc.rules), "secrets_loaded": len(sc.loaded.secrets),
+                      "secrets_skipped": list(sc.loaded.skipped), "fingerprint_key": sc.key_source, "reloads": sc.reloads})
+
+    def metrics_text(self, _: Request) -> Response:
+        m, sc = self.metrics, self.scanner
+        m.gauges["secrets_loaded"] = len(sc.loaded.secrets)
+        m.gauges["rules"] = len(sc.rules)
+        return Response(200, m.render().encode(), "text/plain; charset=utf-8", (("X-Content-Type-Options", "nosniff"),))
+
+    # -- lifetime
+
+    def start(self) -> None:
+        if self.scanner.cfg.secrets_dir:
+            self._watcher = asyncio.create_task(self._watch_secrets())
+
+    async def _watch_secrets(self) -> None:
+        sc = self.scanner
+        while True:
+            await asyncio.sleep(sc.cfg.secrets_poll_s)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, sc.reload_if_changed)
+            except Exception:
+                log.exception("secrets reload failed; keeping the previous set")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def _background(app: web.Application):
-    task = asyncio.create_task(_watch_secrets(app)) if app[SCANNER].cfg.secrets_dir else None
-    yield
-    if task:
-        task.cancel()
-    app[POOL].shutdown(wait=False, cancel_futures=True)
+async def start(scanner: Scanner, host: str, port: int, limits: Limits | None = None) -> tuple[ScanService, Server]:
+    """Listen on host:port; the caller stops the Server, then closes the ScanService."""
+    service = ScanService(scanner)
+    server = Server(service.handle, service.on_error, limits or Limits(max_body=scanner.cfg.max_request_bytes))
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        await service.close()
+        raise ListenError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    service.start()
+    return service, server
 
 
-def make_app(scanner: Scanner) -> web.Application:
-    app = web.Application(client_max_size=scanner.cfg.max_request_bytes, middlewares=[_errors])
-    app[SCANNER] = scanner
-    app[POOL] = ThreadPoolExecutor(max_workers=scanner.cfg.workers, thread_name_prefix="scan")
-    app[METRICS] = Metrics()
-    app[SLOTS] = asyncio.Semaphore(scanner.cfg.workers)
-    app.router.add_post("/v1/scan", scan)
-    app.router.add_post("/analyze/prompt", analyze_prompt)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.cleanup_ctx.append(_background)
-    return app
+async def run(scanner: Scanner, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT: stop accepting, finish answers in progress (bounded), stop the pool."""
+    service, server = await start(scanner, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening on %s port %d", host, server.port)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.stop()
+        await service.close()

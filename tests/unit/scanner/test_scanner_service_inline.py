@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import threading
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from test_scanner_http1 import Client, request, serving
 
 from scanner import service
 from scanner.core import Scanner
@@ -36,15 +35,15 @@ def test_where_a_scan_runs_and_that_its_answer_is_the_same(scanner: Scanner, siz
     payload = _request(body)
     assert (len(payload) <= service.INLINE_MAX) is inline
 
-    async def main():
-        scanner.scan_request = recording  # type: ignore[method-assign]
-        try:
-            async with TestClient(TestServer(service.make_app(scanner))) as client:
-                response = await client.post("/v1/scan", data=payload, headers={"content-type": "application/json"})
-                return response.status, await response.json(), threading.current_thread().name
-        finally:
-            del scanner.scan_request
+    async def start():
+        return (await service.start(scanner, "127.0.0.1", 0))[1]
 
-    status, answer, loop_thread = asyncio.run(main())
-    assert status == 200 and answer["verdict"] == ("findings" if secret else "clean")
+    scanner.scan_request = recording  # type: ignore[method-assign]
+    try:
+        with serving(start) as (server, loop_thread), Client(server.port) as client:
+            client.send(request("POST", "/v1/scan", payload, "Content-Type: application/json"))
+            status, _, answer = client.response()
+    finally:
+        del scanner.scan_request
+    assert status == 200 and orjson.loads(answer)["verdict"] == ("findings" if secret else "clean")
     assert (threads == [loop_thread]) is inline and threads[0].startswith("scan") is not inline
