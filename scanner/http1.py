@@ -392,8 +392,7 @@ class _Connection(asyncio.Protocol):
         self._task: asyncio.Future[Response] | None = None
         self._pending: Request | None = None
         self._writable = True
-        self._closing = False  # the last answer is written (or being written): nothing more is parsed
-        self._lingering = False  # after a protocol error: reading and dropping what the client still sends
+        self._closing = False  # the last answer is written, or a refusal: what comes in is dropped
         self._idle = True  # between requests, nothing of the next one received
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -416,7 +415,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
-            return  # lingering: dropped
+            return  # after a refusal: drained and dropped until the client stops or `linger` runs out
         if self._idle:
             self._idle = False
             self._deadline = self._loop.time() + self._limits.request_timeout
@@ -524,7 +523,6 @@ class _Connection(asyncio.Protocol):
         transport.write(encode_head(resp, close=True) + resp.body)
         self._deadline = self._loop.time() + self._limits.linger
         if transport.can_write_eof():
-            self._lingering = True
             transport.write_eof()
             if self._writable:
                 transport.resume_reading()
