@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 from addon.decision import Decision
 from addon.scanning import Finding
 
@@ -59,7 +61,9 @@ class Event:
 
 
 def _url_part(value: str, event: Event, locations: tuple[str, ...]) -> str:
-    if any(f.location == loc or f.location.startswith(loc + ":") for f in event.findings for loc in locations):
+    if event.findings and any(
+        f.location == loc or f.location.startswith(loc + ":") for f in event.findings for loc in locations
+    ):
         return REDACTED
     return value if event.scanned else redact_tokens(value)
 
@@ -155,6 +159,17 @@ class Repeats:
         return owed
 
 
+def encode_line(entry: dict[str, object]) -> bytes:
+    """One JSON line, ASCII only (a terminal shows it as written: no bidi or control characters raw)."""
+    try:
+        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate from undecodable bytes: the json module escapes it
+        line = b""
+    if not line or not line.isascii():
+        line = _ENCODER.encode(entry).encode() + b"\n"
+    return line
+
+
 class AuditLog:
     """Appends one line per record with a single write(2) on an O_APPEND descriptor.
 
@@ -170,7 +185,7 @@ class AuditLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     def write(self, entry: dict[str, object]) -> None:
-        line = _ENCODER.encode(entry).encode() + b"\n"
+        line = encode_line(entry)
         written = os.write(self._fd, line)
         if written != len(line):
             raise OSError(f"short write to the audit log {self.path} ({written} of {len(line)} bytes)")

@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import orjson
+
 from addon.decision import Decision, Verdict, allow, block, error
 
 VERDICTS = ("clean", "findings", "invalid")
@@ -76,7 +78,10 @@ def build_request(
     }
     # Base64 needs no JSON escaping: splice it in rather than have the encoder
     # scan a megabyte-long string character by character (several ms per MB).
-    encoded = _ENCODER.encode(head).encode()
+    try:
+        encoded = orjson.dumps(head)
+    except orjson.JSONEncodeError:  # a lone surrogate (undecodable method bytes): the json module escapes it
+        encoded = _ENCODER.encode(head).encode()
     return b"".join((encoded[:-1], b',"body_b64":"', binascii.b2a_base64(body, newline=False), b'"}'))
 
 
@@ -84,8 +89,8 @@ def parse_response(status: int, body: bytes) -> Outcome:
     if status != 200:
         return ScanFailure("scanner-status", f"the scanner answered HTTP {status}")
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return ScanFailure("scanner-bad-answer", "the scanner's answer is not JSON")
     if not isinstance(data, dict) or data.get("verdict") not in VERDICTS:
         return ScanFailure("scanner-bad-answer", "the scanner's answer has no valid verdict")

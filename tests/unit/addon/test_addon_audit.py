@@ -7,6 +7,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from addon.audit import REDACTED, AuditLog, Event, record
 from addon.decision import allow, block
 from addon.scanning import Finding
@@ -79,3 +81,18 @@ def test_audit_time_stamps_are_utc_milliseconds_across_second_boundaries(monkeyp
         monkeypatch.setattr(time_module, "time", lambda instant=instant: instant)
         expected = dt.datetime.fromtimestamp(instant, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         assert clock.stamp() == expected, instant  # the cached second is replaced when the second changes
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain /path", "caf\u00e9", "\u202etxt.exe", "tab\tand\nnewline\x00", "lone \udcff surrogate"],
+    ids=["ascii", "accent", "bidi-override", "controls", "surrogate"],
+)
+def test_an_audit_line_is_ascii_json_whatever_it_holds(value: str) -> None:
+    from addon.audit import encode_line
+
+    entry = {"path": value, "scan_ms": 0.07, "port": 443, "findings": [], "agent": None, "scanned": True}
+    line = encode_line(entry)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and line.isascii()
+    assert json.loads(line) == entry
+    assert line == json.dumps(entry, separators=(",", ":")).encode() + b"\n"  # the same bytes as the json module

@@ -44,6 +44,13 @@ def test_the_request_carries_every_part_raw() -> None:
     }
 
 
+def test_text_that_is_not_utf_8_still_makes_a_valid_request() -> None:
+    """mitmproxy decodes a method with surrogateescape: a lone surrogate cannot be UTF-8, so the json module escapes it."""
+    payload = json.loads(build_request(request_id="r1", agent=None, destination="example.com", kind="http",
+                                       method="G\udcffT", url="http://example.com/é", headers=[], body=b""))
+    assert payload["method"] == "G\udcffT" and payload["url"] == "http://example.com/é"
+
+
 ANSWERS = [
     ("clean", 200, answer(), "clean"),
     ("findings", 200, answer(verdict="findings", findings=[FINDING]), "findings"),
@@ -57,6 +64,8 @@ ANSWERS = [
     ("finding-without-rule", 200, answer(verdict="findings", findings=[{"location": "body"}]), "scanner-bad-answer"),
     ("findings-but-none", 200, answer(verdict="findings", findings=[]), "scanner-bad-answer"),
     ("json-array", 200, b"[]", "scanner-bad-answer"),
+    ("nan", 200, answer().replace(b'"scan_ms":0.5', b'"scan_ms":NaN').replace(b'"scan_ms": 0.5', b'"scan_ms": NaN'),
+     "scanner-bad-answer"),
 ]
 
 
