@@ -3,7 +3,7 @@
 What keeps secrets out: query strings are never written; a path or host that
 carried a finding (a host: in the URL, the CONNECT target, ``Host`` or
 ``:authority``) is written as ``<redacted>``; anything the scanner did not
-see (requests refused before the scan) and every finding location (its keys
+see or whose verdict was not taken (requests refused before it) and every finding location (its keys
 are chosen by the agent) has long letter-digit runs, the shape of tokens,
 replaced by ``<redacted>``. No header, cookie or body value is ever written.
 """

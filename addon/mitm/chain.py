@@ -1,10 +1,13 @@
 """The addon chain in hook order: each class skips flows an earlier one decided.
 
 Order matters: identity before destinations (a refused credential tells
-nothing about the policy), rules, git and credential checks before the scan
-(no scanner call for a request already denied), credential injection after the
-scan (a real value is swapped in only once everything passed), the upstream
-gate last (nothing is resolved or connected before every other check passed).
+nothing about the policy), then the scan of a bodiless request is sent (it
+needs the agent and the destination; the scanner works while the rules, git
+and credential checks run, and a request they refuse stays refused), the
+scan's verdict after those checks (a request with a body is scanned there,
+once they passed), credential injection after the scan (a real value is
+swapped in only once everything passed), the upstream gate last (nothing is
+resolved or connected before every other check passed).
 
 mitmproxy sees one addon, :class:`YoloCage`, which calls the parts' hooks
 itself: mitmproxy's own walk over an addon's children costs a lookup per child
@@ -33,7 +36,7 @@ from addon.mitm.internal import InternalHost
 from addon.mitm.rules import RequestRules
 from addon.mitm.runtime import Runtime
 from addon.mitm.safety import guard
-from addon.mitm.scan import ContentScan
+from addon.mitm.scan import ContentScan, EarlyScan
 from addon.mitm.settings import Settings
 from addon.mitm.upstream import Upstream
 from addon.mitm.wscontrol import WebSocketControlFrames
@@ -61,6 +64,7 @@ def make_addons() -> list[object]:
         InternalHost(runtime),
         Identity(runtime),
         Destinations(runtime),
+        EarlyScan(runtime),
         RequestRules(runtime),
         GitBinding(runtime),
         CredentialCheck(runtime),

