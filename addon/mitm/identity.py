@@ -11,7 +11,7 @@ from mitmproxy import http
 
 from addon.decision import error
 from addon.identity import authenticate
-from addon.mitm.runtime import AGENT, Runtime
+from addon.mitm.runtime import AGENT, ClientState, Runtime
 from addon.mitm.safety import guard
 
 HEADER = "Proxy-Authorization"
@@ -49,9 +49,9 @@ class Identity:
         if state.tunnel is not None and state.authenticated:
             flow.metadata[AGENT] = state.agent
             return
-        self._authenticate(flow, header)
+        self._authenticate(flow, header, state)
 
-    def _authenticate(self, flow: http.HTTPFlow, header: str | None = None) -> None:
+    def _authenticate(self, flow: http.HTTPFlow, header: str | None = None, state: ClientState | None = None) -> None:
         registry = self.runtime.require_config().registry
         if registry is None:
             flow.metadata[AGENT] = None
@@ -62,8 +62,14 @@ class Identity:
         if isinstance(current, str):
             self.runtime.finish(flow, error("agent-registry-unavailable", "identity", current))
             return
+        if state is not None and state.proven is not None and state.proven[0] is current and state.proven[1] == header:
+            # The same credential on the same kept-alive connection, checked against this very registry.
+            flow.metadata[AGENT] = state.proven[2]
+            return
         agent, refusal = authenticate(current, header, flow.client_conn.peername[0] if flow.client_conn.peername else "")
         if refusal is not None:
             self.runtime.finish(flow, refusal)
             return
+        if state is not None and header is not None and agent is not None:
+            state.proven = (current, header, agent)  # a re-read registry is a new object: checked again
         flow.metadata[AGENT] = agent

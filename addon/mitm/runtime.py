@@ -84,6 +84,8 @@ class ClientState:
     pins: dict[tuple[str, int], Pin] = field(default_factory=dict)  # (name, port) -> pin
     approved: dict[tuple[str, int], Pin] = field(default_factory=dict)  # (ip text, port) -> pin
     raw_denied: bool = False
+    # Plain HTTP sends its credential with every request: (registry, header, agent) of the last one proven here.
+    proven: tuple[object, str, str] | None = None
 
     def pin(self, pin: Pin) -> None:
         self.pins[(pin.name, pin.port)] = pin

@@ -250,6 +250,27 @@ def test_every_proxy_authorization_field_is_read_and_none_goes_upstream(cage, fi
     assert flow.request.headers["X-Keep"] == "1"  # the other fields stay, in order
 
 
+def test_a_kept_alive_connection_proves_each_request_and_a_revoked_token_stops_at_once(cage) -> None:
+    """The last credential proven on a connection is remembered only for that exact header and that registry."""
+    from addon.identity import hash_token
+
+    async def main():
+        c = cage().configure()
+        client = new_client()
+        first = await c.send(request(path="/1", client=client))
+        again = await c.send(request(path="/2", client=client))
+        wrong = await c.send(request(path="/3", client=client, auth=proxy_auth("alice", "wrong")))
+        c.agents_path.write_text(json.dumps({"bob": {"token_sha256": hash_token("bob-token")}}))  # alice revoked
+        c.runtime.require_config().registry._checked = float("-inf")  # its next look at the file is now
+        revoked = await c.send(request(path="/4", client=client))
+        return first, again, wrong, revoked
+
+    first, again, wrong, revoked = run(main())
+    assert first.response is None and again.response is None  # the controls
+    assert refusal(wrong)["reason"] == "proxy-auth-invalid"
+    assert refusal(revoked)["reason"] == "proxy-auth-invalid"
+
+
 def test_agent_networks_bind_a_credential_to_its_network(cage) -> None:
     from addon.identity import hash_token
 
