@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
@@ -77,7 +77,7 @@ class _Clock:
 
     def stamp(self, now: datetime | None = None) -> str:
         if now is not None:
-            return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         seconds, fraction = divmod(time.time(), 1.0)
         whole = int(seconds)
         if whole != self._second:

@@ -15,8 +15,8 @@ else is a bad answer.
 Every way the call can go wrong comes back as a :class:`ScanFailure` (never an
 exception), so the caller cannot forget to fail closed. The deadline covers the
 whole call, a wait for a free connection included. A connection is reused only
-after a complete answer; on a timeout, a cancelled call or any error it is
-closed. A request that met a kept-alive connection the scanner had already
+after a complete answer (a cancelled call's answer is still read first); on a
+timeout or any error it is closed. A request that met a kept-alive connection the scanner had already
 closed is sent once more on a new one (a scan has no side effects).
 """
 

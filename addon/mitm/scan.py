@@ -155,8 +155,8 @@ class ContentScan:
     @guard
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         flow.request.stream = False  # the whole body is scanned before anything is sent
-        if self.runtime.decided(flow):
-            return
+        if self.runtime.decided(flow) or EARLY in flow.metadata:
+            return  # a bodiless request (EarlyScan read its framing already) cannot be over the limit
         config = self.runtime.require_config()
         lengths, _ = _framing(flow.request.headers.fields)
         if len(lengths) == 1 and lengths[0].isdigit() and int(lengths[0]) > config.policy.scan.max_body_bytes:
