@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import hyperscan
 import zstandard
 
+from scanner.decoders import _URL_TO_STD, _pad, _run_end
+
 MIN_RUN = 48  # shorter runs are ids and digests (a git SHA is 40), and one layer's anchors cover them
 DEPTH = 3  # generic layers peeled (a text-holding run deeper than this: `nesting-too-deep`)
 SAMPLE = 512  # run characters decoded to classify a run
@@ -51,7 +53,6 @@ _KEY = b"a" * MIN_RUN
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _B32_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _B32_LOWER = _B32_UPPER.lower()
-_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _CONTROL = bytes(c for c in range(32) if c not in b"\t\n\r") + b"\x7f"
 _GZIP = b"\x1f\x8b\x08"
 _ZSTD = b"\x28\xb5\x2f\xfd"
@@ -90,9 +91,9 @@ def _add_run(data: bytes, out: list[tuple[int, int]], start: int, stop: int, mar
         stop = marks.find(b" ", stop)
         stop = len(data) if stop < 0 else stop
     elif stop < len(data) and data[stop] not in _BREAK_START:
-        stop = _run_end(data, stop, _IN_LINE, 64)
+        stop = _run_end(data, stop, len(data), _IN_LINE, 64)
     if data[stop : stop + 1] in (b"\r", b"\n") or data[stop : stop + 2] in (b"\\r", b"\\n"):
-        stop = _run_end(data, stop)
+        stop = _run_end(data, stop, len(data), _IN_RUN)
         while stop and data[stop - 1] == 0x5C:  # a run wrapped up to `\"`: the quote's escape is no part of it
             stop -= 1
     if start and data[start - 1] == 0x5C:  # `\n` (JSON) then the run: the escape's letter is no part of it
@@ -150,20 +151,6 @@ _FIRST = _First()
 _BREAK_START = frozenset(b"\r\n\\")
 
 
-def _run_end(data: bytes, pos: int, table: bytes = b"", step: int = 1024) -> int:
-    """The end of the run from `pos` (by default over line breaks), read a doubling step at a time:
-    a short run costs a short read."""
-    table = table or _IN_RUN
-    while pos < len(data):
-        chunk = data[pos : pos + step].translate(table)
-        stop = chunk.find(b"\x00")
-        if stop >= 0:
-            return pos + stop
-        pos += len(chunk)
-        step *= 2
-    return len(data)
-
-
 def _clean(run: bytes) -> bytes:
     if b"\\" in run:
         run = run.replace(b"\\r", b"").replace(b"\\n", b"")
@@ -175,7 +162,7 @@ def _decoders(sample: bytes) -> list[tuple[str, object]]:
     if not sample.translate(None, _HEX_DIGITS):
         return [("hex", _hex)]
     out: list[tuple[str, object]] = []
-    if not sample.translate(None, _B32_UPPER) or not sample.translate(None, _B32_UPPER.lower()):
+    if not sample.translate(None, _B32_UPPER) or not sample.translate(None, _B32_LOWER):
         out.append(("base32", _b32))
     out.append(("base64", _b64))
     return out
@@ -186,18 +173,11 @@ def _hex(text: bytes) -> bytes:
 
 
 def _b32(text: bytes) -> bytes:
-    text = text.upper()
-    full = len(text) // 8 * 8
-    rest = len(text) - full
-    text = text + b"=" * (8 - rest) if rest in (2, 4, 5, 7) else text[:full]
-    return base64.b32decode(text)
+    return base64.b32decode(_pad(text.upper(), 8))
 
 
 def _b64(text: bytes) -> bytes:
-    full = len(text) // 4 * 4
-    rest = len(text) - full
-    text = text + b"=" * (4 - rest) if rest in (2, 3) else text[:full]
-    return binascii.a2b_base64(text.translate(_URL_TO_STD))
+    return binascii.a2b_base64(_pad(text, 4).translate(_URL_TO_STD))
 
 
 def _stream_kind(head: bytes) -> str | None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
