@@ -379,8 +379,10 @@ def encode_head(resp: Response, close: bool, keep_alive_10: bool = False) -> byt
 class _Connection(asyncio.Protocol):
     """One client connection: parse, hand requests to the handler one at a time, answer in order.
 
-    One timer per connection, re-armed only when it fires early: a request moves
-    `_deadline` (a float) instead of scheduling a timer of its own.
+    One timer per connection: a request moves `_deadline` (a float) instead of
+    scheduling a timer of its own, and the timer looks at it at least every
+    `_period` seconds (the shortest limit), so a deadline moved earlier (idle ->
+    a request arriving, a refusal's linger) is enforced that late at most.
     """
 
     def __init__(self, server: Server):
@@ -396,6 +398,7 @@ class _Connection(asyncio.Protocol):
         self._idle = True  # between requests, nothing of the next one received
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._period = min(server.limits.request_timeout, server.limits.idle_timeout, server.limits.linger)
 
     # -- asyncio callbacks
 
@@ -404,7 +407,10 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         self._server.connections.add(self)
         self._deadline = self._loop.time() + self._limits.idle_timeout
-        self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._timer = self._loop.call_at(min(self._deadline, self._loop.time() + self._period), self._on_timer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -545,7 +551,7 @@ class _Connection(asyncio.Protocol):
                 transport.close()
                 return
             self._reject(408, "request-timeout", f"the request did not arrive within {self._limits.request_timeout:g} s")
-        self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        self._arm()
 
     def shutdown(self) -> None:
         """Server stop: close now unless an answer is being made (that one closes when written)."""

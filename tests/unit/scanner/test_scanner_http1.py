@@ -416,6 +416,26 @@ def test_a_stalled_request_gets_408_and_is_closed(quick) -> None:
     assert handler.seen == []
 
 
+@pytest.fixture
+def long_idle() -> Iterator[tuple[int, Echo]]:
+    """A request must arrive within 0.4 s, but a kept-alive connection may idle 5 s."""
+    handler = Echo()
+    yield from _echo_server(handler, Limits(max_body=LIMIT, max_head=HEAD, request_timeout=0.4, idle_timeout=5, linger=1))
+
+
+def test_the_request_timeout_holds_when_the_idle_limit_is_longer(long_idle) -> None:
+    port, _ = long_idle
+    with Client(port) as c:
+        c.send(request("GET", "/echo"))  # the control: a whole request is answered and the connection kept
+        assert _echoed(c.response())["keep"] is True
+        time.sleep(0.6)  # idle longer than the request timeout: still open
+        t0 = time.monotonic()
+        c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhal")  # 3 of 10 bytes
+        status, _, body = c.response()
+        assert status == 408 and orjson.loads(body)["error"] == "request-timeout"
+        assert time.monotonic() - t0 < 2.0  # the 0.4 s limit, not the 5 s idle one
+
+
 def test_a_silent_new_connection_is_closed(quick) -> None:
     port, _ = quick
     with Client(port) as c:
